@@ -1,0 +1,378 @@
+"""capture(): model + text -> AttentionTrace, by the fast path or the eager reference."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, Iterable, Literal, Sequence
+
+import torch
+
+from ..errors import CaptureError, InputError
+from ..models import LoadedModel, load_model
+from ..trace import STREAM_SEQUENCES, AttentionTrace, Tokens
+from .interface import DEFAULT_BLOCK_ELEMENTS, CaptureSession, Intervention, annotate_model, register, session_scope
+from .recorders import MODES, FullRecorder, StatsRecorder, TopKRecorder, make_recorders
+
+Method = Literal["fast", "eager"]
+
+
+# ---------------------------------------------------------------------------- model plumbing
+def supports_interface(model) -> bool:
+    """Whether the model's attention goes through transformers' AttentionInterface."""
+    can = getattr(type(model), "_can_set_attn_implementation", None)
+    return bool(can()) if callable(can) else False
+
+
+@contextlib.contextmanager
+def attention_implementation(model, name: str):
+    """Temporarily switch the model's attention implementation; always restored (even on error)."""
+    previous = model.config._attn_implementation
+    if previous == name:
+        yield
+        return
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def _as_loaded(model: LoadedModel | str) -> LoadedModel:
+    return load_model(model) if isinstance(model, str) else model
+
+
+# ---------------------------------------------------------------------------- input validation
+def check_text(text: Any, what: str = "text") -> str:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{what} is not valid UTF-8 (byte {e.start}: {e.reason}); re-encode it as UTF-8") from None
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError(f"{what} is empty or only whitespace; give a sentence to analyse")
+    return text
+
+
+def resolve_selection(lm: LoadedModel, layers: Iterable[int] | None, heads: Iterable[int] | None,
+                      streams: Sequence[str] | None) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Validated model layer/head indices per stream (negative indices count from the end)."""
+    geometry = lm.geometry()
+    streams = list(streams) if streams else list(geometry)
+    for s in streams:
+        if s not in geometry:
+            raise InputError(f"stream {s!r} does not exist in {lm.name}; its streams: {', '.join(geometry)}")
+    out_layers, out_heads = {}, {}
+    for s in streams:
+        n_layers, n_heads = geometry[s]
+        out_layers[s] = _check_indices("layer", layers, n_layers, lm.name, s)
+        out_heads[s] = _check_indices("head", heads, n_heads, lm.name, s)
+    return out_layers, out_heads
+
+
+def _check_indices(what: str, requested: Iterable[int] | None, n: int, model: str, stream: str) -> list[int]:
+    if requested is None:
+        return list(range(n))
+    out = []
+    for r in requested:
+        if not isinstance(r, int) or isinstance(r, bool) or not -n <= r < n:
+            raise InputError(f"{what} {r} is out of range: {model} ({stream}) has {what}s 0..{n - 1}")
+        out.append(r % n)
+    if not out:
+        raise InputError(f"no {what}s selected")
+    return sorted(set(out))
+
+
+def _modes(mode: str | Sequence[str]) -> set[str]:
+    modes = {mode} if isinstance(mode, str) else set(mode)
+    bad = modes - set(MODES)
+    if bad or not modes:
+        raise InputError(f"unknown capture mode {sorted(bad) or mode!r}; valid modes: {', '.join(MODES)}")
+    return modes
+
+
+# ---------------------------------------------------------------------------- tokenisation
+def _tokens(tokenizer, ids: list[int], offsets: list | None, special: list[int] | None) -> Tokens:
+    text = tokenizer.convert_ids_to_tokens(ids)
+    return Tokens(text=[str(t) for t in text], offsets=[tuple(o) for o in offsets] if offsets else [],
+                  special=[bool(s) for s in special] if special else [i in set(tokenizer.all_special_ids) for i in ids],
+                  ids=ids)
+
+
+def _encode(lm: LoadedModel, text: str, text_pair: str | None, truncate: bool) -> tuple[dict, dict, dict]:
+    """Tokenise one text: (model inputs (1, N), per-sequence Tokens, metadata)."""
+    tok = lm.tokenizer
+    kwargs: dict[str, Any] = {"return_special_tokens_mask": True, "return_tensors": "pt"}
+    if getattr(tok, "is_fast", False):
+        kwargs["return_offsets_mapping"] = True
+    enc = tok(text, text_pair, **kwargs) if text_pair is not None else tok(text, **kwargs)
+    n = enc["input_ids"].shape[1]
+    meta: dict[str, Any] = {}
+    if n > lm.max_length:
+        if not truncate:
+            raise InputError(
+                f"the text has {n} tokens but {lm.name} accepts at most {lm.max_length}; shorten it or "
+                f"pass truncate=True (--truncate) to keep the first {lm.max_length} tokens"
+            )
+        enc = tok(text, text_pair, truncation=True, max_length=lm.max_length, **kwargs) if text_pair is not None \
+            else tok(text, truncation=True, max_length=lm.max_length, **kwargs)
+        kept = enc["offset_mapping"][0][:, 1].max().item() if "offset_mapping" in enc else None
+        meta["truncated"] = {"original_tokens": n, "kept_tokens": lm.max_length, "kept_characters": kept}
+        warnings.warn(f"text truncated from {n} to {lm.max_length} tokens", stacklevel=3)
+    ids = enc["input_ids"][0].tolist()
+    offsets = enc["offset_mapping"][0].tolist() if "offset_mapping" in enc else None
+    tokens = _tokens(tok, ids, offsets, enc["special_tokens_mask"][0].tolist())
+    if text_pair is not None and hasattr(enc, "sequence_ids"):
+        meta["sequence_ids"] = enc.sequence_ids(0)
+    inputs = {k: v for k, v in enc.items() if k not in ("offset_mapping", "special_tokens_mask")}
+    return inputs, {"input": tokens}, meta
+
+
+def _encode_seq2seq(lm: LoadedModel, source: str, target: str, truncate: bool) -> tuple[dict, dict, dict]:
+    tok = lm.tokenizer
+    inputs, seqs, meta = _encode(lm, source, None, truncate)
+    labels = tok(text_target=target, return_tensors="pt")["input_ids"]  # (1, T)
+    start = lm.config.decoder_start_token_id
+    if start is None:
+        raise CaptureError(f"{lm.name} has no decoder_start_token_id; cannot teacher-force a target")
+    dec = torch.cat([torch.tensor([[start]]), labels[:, :-1]], dim=1)  # (1, T): shifted right
+    inputs["decoder_input_ids"] = dec
+    ids = dec[0].tolist()
+    meta["target_labels"] = tok.convert_ids_to_tokens(labels[0].tolist())
+    return inputs, {"source": seqs["input"], "target": _tokens(tok, ids, None, None)}, meta
+
+
+def _encode_speech(lm: LoadedModel, audio, sampling_rate: int, target: str | None) -> tuple[dict, dict, dict]:
+    import numpy as np
+
+    if lm.processor is None:
+        raise InputError(f"{lm.name} takes text, not audio")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1 or audio.size == 0:
+        raise InputError("audio must be a non-empty 1-D array of samples")
+    feats = lm.processor.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors="pt")
+    tok = lm.tokenizer
+    prefix = tok.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])
+    body = tok(target, add_special_tokens=False)["input_ids"] if target else []
+    dec = torch.tensor([prefix + body])  # (1, T)
+    n_frames = lm.config.max_source_positions
+    frame_s = 30.0 / n_frames
+    source = Tokens(text=[f"{i * frame_s:.2f}s" for i in range(n_frames)])
+    meta = {"audio_seconds": audio.size / sampling_rate, "frame_seconds": frame_s}
+    return ({"input_features": feats["input_features"], "decoder_input_ids": dec},
+            {"source": source, "target": _tokens(tok, dec[0].tolist(), None, None)}, meta)
+
+
+# ---------------------------------------------------------------------------- running
+def _forward(lm: LoadedModel, inputs: dict) -> Any:
+    kwargs = dict(inputs)
+    if lm.kind == "causal":
+        kwargs["use_cache"] = False
+    with torch.no_grad():
+        return lm.model(**kwargs)
+
+
+def _run_fast(lm: LoadedModel, inputs: dict, layers, heads, modes, top_k, full_dtype, block_elements,
+              interventions) -> tuple[CaptureSession, Any]:
+    register()
+    if not getattr(lm.model, "_attnscope_annotated", False):
+        annotate_model(lm.model)
+        lm.model._attnscope_annotated = True
+    session = CaptureSession(recorders=make_recorders(modes, top_k, full_dtype),
+                             layers={s: set(v) for s, v in layers.items()}, heads=dict(heads),
+                             interventions=list(interventions), block_elements=block_elements)
+    with attention_implementation(lm.model, "attnscope"), session_scope(session):
+        output = _forward(lm, inputs)
+    if session.calls == 0:
+        raise CaptureError(f"{lm.name}: the attention function was never called; this model does not route "
+                           "attention through transformers' AttentionInterface (use method='eager')")
+    return session, output
+
+
+def _run_eager(lm: LoadedModel, inputs: dict) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
+    with attention_implementation(lm.model, "eager"):
+        with torch.no_grad():
+            kwargs = dict(inputs, output_attentions=True)
+            if lm.kind == "causal":
+                kwargs["use_cache"] = False
+            out = lm.model(**kwargs)
+    if lm.kind in ("seq2seq", "speech-seq2seq"):
+        found = {"encoder_self": out.encoder_attentions, "decoder_self": out.decoder_attentions,
+                 "cross": out.cross_attentions}
+    else:
+        found = {"self": out.attentions}
+    for s, att in found.items():
+        if not att or any(a is None for a in att):
+            raise CaptureError(
+                f"{lm.name} returned no attention probabilities for stream {s!r} with output_attentions=True "
+                "(transformers returns an empty tuple unless attention is eager); this model cannot be captured"
+            )
+    return found, out
+
+
+def _stats_from_maps(maps: torch.Tensor, causal: bool) -> dict[str, torch.Tensor]:
+    from ..statistics import row_statistics
+
+    nq, nk = maps.shape[-2:]
+    allowed = torch.ones(nq, nk, dtype=torch.bool).tril(nk - nq) if causal else None
+    return row_statistics(maps, allowed, torch.arange(nq))
+
+
+def _is_causal_stream(lm: LoadedModel, stream: str) -> bool:
+    return stream == "decoder_self" or (stream == "self" and lm.kind == "causal")
+
+
+def capture(
+    model: LoadedModel | str,
+    text: str | bytes | None = None,
+    *,
+    text_pair: str | None = None,
+    target: str | None = None,
+    audio=None,
+    sampling_rate: int = 16000,
+    mode: str | Sequence[str] = "full",
+    layers: Iterable[int] | None = None,
+    heads: Iterable[int] | None = None,
+    streams: Sequence[str] | None = None,
+    method: Method = "fast",
+    top_k: int = 8,
+    full_dtype: torch.dtype = torch.float16,
+    truncate: bool = False,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    interventions: Sequence[Intervention] = (),
+) -> AttentionTrace:
+    """Capture the attention of one input as an AttentionTrace.
+
+    ``mode``: ``"full"`` (maps, ``full_dtype``), ``"stats"`` (per-row statistics only), ``"topk"``
+    (``top_k`` keys per query) or several of them. ``method="fast"`` runs the model on SDPA and
+    recomputes probabilities only for the selected layers/heads; ``"eager"`` is the reference
+    (``output_attentions=True`` on the eager kernel). Encoder-decoders need ``target`` (teacher
+    forcing; see :func:`attnscope.capture.generation.generate` to decode); speech models take ``audio``.
+    """
+    lm = _as_loaded(model)
+    modes = _modes(mode)
+    if lm.kind == "speech-seq2seq":
+        inputs, seqs, meta = _encode_speech(lm, audio, sampling_rate, target)
+        texts = {"target": target or ""}
+    else:
+        text = check_text(text)
+        if text_pair is not None:
+            text_pair = check_text(text_pair, "text_pair")
+        if lm.kind == "seq2seq":
+            if target is None:
+                raise InputError(f"{lm.name} is an encoder-decoder: pass target=… (teacher forcing) or use generate()")
+            inputs, seqs, meta = _encode_seq2seq(lm, text, check_text(target, "target"), truncate)
+            texts = {"source": text, "target": target}
+        else:
+            inputs, seqs, meta = _encode(lm, text, text_pair, truncate)
+            texts = {"input": text} | ({"input_pair": text_pair} if text_pair is not None else {})
+    layer_sel, head_sel = resolve_selection(lm, layers, heads, streams)
+    return _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, method, top_k, full_dtype,
+                            block_elements, interventions)
+
+
+def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, method, top_k, full_dtype,
+                     block_elements, interventions) -> AttentionTrace:
+    if method == "fast" and not supports_interface(lm.model):
+        warnings.warn(f"{type(lm.model).__name__} does not route attention through transformers' "
+                      "AttentionInterface; falling back to the eager reference (slower, O(N^2) memory)", stacklevel=3)
+        method = "eager"
+        if interventions:
+            raise CaptureError(f"{type(lm.model).__name__}: interventions need the AttentionInterface fast path")
+    if method not in ("fast", "eager"):
+        raise InputError(f"unknown capture method {method!r}; valid methods: fast, eager")
+    weights, stats, topk = {}, {}, {}
+    if method == "fast":
+        session, _ = _run_fast(lm, inputs, layer_sel, head_sel, modes, top_k, full_dtype, block_elements,
+                               interventions)
+        for s, layers in layer_sel.items():
+            for rec in session.recorders:
+                missing = [l for l in layers if (s, l) not in rec.blocks]
+                if missing:
+                    raise CaptureError(f"{lm.name}: no attention was recorded for stream {s!r} layers {missing}")
+                parts = [rec.assemble((s, l)) for l in layers]
+                if isinstance(rec, FullRecorder):
+                    weights[s] = torch.stack([p[0] for p in parts])  # (L, h, Nq, Nk)
+                elif isinstance(rec, StatsRecorder):
+                    stats[s] = {k: torch.stack([p[k][0] for p in parts]) for k in parts[0]}  # (L, h, Nq)
+                elif isinstance(rec, TopKRecorder):
+                    topk[s] = tuple(torch.stack([p[i][0] for p in parts]) for i in range(2))  # (L, h, Nq, k)
+    else:
+        found, _ = _run_eager(lm, inputs)
+        for s, layers in layer_sel.items():
+            maps = torch.stack([found[s][l][0][head_sel[s]] for l in layers]).float()  # (L, h, Nq, Nk)
+            if "full" in modes:
+                weights[s] = maps.to(full_dtype)
+            if "stats" in modes:
+                stats[s] = _stats_from_maps(maps, _is_causal_stream(lm, s))
+            if "topk" in modes:
+                v, i = maps.topk(min(top_k, maps.shape[-1]), dim=-1)
+                topk[s] = (v.to(torch.float16), i.to(torch.int32))
+    meta = dict(meta)
+    meta.update({
+        "model_kind": lm.kind,
+        "method": method,
+        "modes": sorted(modes),
+        "causal": {s: _is_causal_stream(lm, s) for s in layer_sel},
+        "geometry": {s: list(v) for s, v in lm.geometry().items()},
+    })
+    needed = {seq for s in layer_sel for seq in STREAM_SEQUENCES[s]}
+    return AttentionTrace(tokens={k: v for k, v in seqs.items() if k in needed}, layers=layer_sel, heads=head_sel,
+                          weights=weights, stats=stats, topk=topk, texts=texts, model_id=lm.name, meta=meta)
+
+
+def capture_batch(
+    model: LoadedModel | str,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    mode: str | Sequence[str] = "stats",
+    layers: Iterable[int] | None = None,
+    heads: Iterable[int] | None = None,
+    top_k: int = 8,
+    full_dtype: torch.dtype = torch.float16,
+    truncate: bool = False,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> list[AttentionTrace]:
+    """Capture many texts (encoder or causal models) in padded batches; padding is stripped per example,
+    so each trace equals the one-by-one capture. Texts are grouped by length to waste little padding."""
+    lm = _as_loaded(model)
+    if lm.kind not in ("encoder", "causal"):
+        raise InputError("capture_batch takes encoder or decoder-only models; call capture() per example otherwise")
+    modes = _modes(mode)
+    layer_sel, head_sel = resolve_selection(lm, layers, heads, None)
+    texts = [check_text(t, f"text #{i}") for i, t in enumerate(texts)]
+    encoded = [_encode(lm, t, None, truncate) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: encoded[i][0]["input_ids"].shape[1])
+    results: list[AttentionTrace | None] = [None] * len(texts)
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        lengths = [encoded[i][0]["input_ids"].shape[1] for i in idx]
+        n = max(lengths)
+        batch: dict[str, torch.Tensor] = {}
+        for key in encoded[idx[0]][0]:
+            fill = pad_id if key == "input_ids" else 0
+            batch[key] = torch.stack([torch.nn.functional.pad(encoded[i][0][key][0], (0, n - L), value=fill)
+                                      for i, L in zip(idx, lengths)])  # (B, n): right padding
+        batch["attention_mask"] = torch.stack([(torch.arange(n) < L).long() for L in lengths])  # (B, n)
+        session, _ = _run_fast(lm, batch, layer_sel, head_sel, modes, top_k, full_dtype, block_elements, ())
+        for b, (i, L) in enumerate(zip(idx, lengths)):
+            weights, stats, topk = {}, {}, {}
+            for rec in session.recorders:
+                parts = [rec.assemble(("self", l)) for l in layer_sel["self"]]
+                if isinstance(rec, FullRecorder):
+                    weights["self"] = torch.stack([p[b, :, :L, :L] for p in parts])  # (Lyr, h, L, L)
+                elif isinstance(rec, StatsRecorder):
+                    stats["self"] = {k: torch.stack([p[k][b, :, :L] for p in parts]) for k in parts[0]}
+                elif isinstance(rec, TopKRecorder):
+                    k = min(top_k, L)
+                    topk["self"] = tuple(torch.stack([p[j][b, :, :L, :k] for p in parts]) for j in range(2))
+            _, seqs, meta = encoded[i]
+            meta = dict(meta, model_kind=lm.kind, method="fast", modes=sorted(modes),
+                        causal={"self": lm.kind == "causal"}, geometry={s: list(v) for s, v in lm.geometry().items()})
+            results[i] = AttentionTrace(tokens=seqs, layers=layer_sel, heads=head_sel, weights=weights, stats=stats,
+                                        topk=topk, texts={"input": texts[i]}, model_id=lm.name, meta=meta)
+    return results  # type: ignore[return-value]

@@ -1,0 +1,299 @@
+"""The attention function attnscope registers with transformers (the fast path).
+
+``attnscope_attention`` is registered through ``AttentionInterface`` under the name ``attnscope``
+(with the SDPA mask builder under the same name in ``AttentionMaskInterface``). When no capture
+session is active it *is* SDPA. Inside a session it still returns SDPA's output unchanged, and only
+for the requested (stream, layer, head) sites recomputes ``softmax(q k^T * scaling + bias + mask)``
+in query blocks — O(block × N) memory — and hands each block to the session's recorders.
+Interventions (scale / zero / replace a head, knock out query→key edges) also live here: where one
+applies, the layer's output is computed from the modified probabilities instead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from .recorders import Recorder
+
+ATTN_NAME = "attnscope"
+# Elements of one recomputed probability block (B * h * bq * Nk); 4M float32 = 16 MB.
+DEFAULT_BLOCK_ELEMENTS = 1 << 22
+
+_CROSS_PATTERN = re.compile(r"encoder_attn|encdecattention|crossattention|cross_attn|cross_attention", re.I)
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where an attention call happens: the stream and the model's layer index."""
+
+    stream: str
+    layer: int
+
+
+class Intervention(Protocol):
+    """Changes attention probabilities at some sites (see ``attnscope.attribution.interventions``)."""
+
+    def applies(self, site: Site) -> bool: ...
+
+    def apply(self, site: Site, probs: torch.Tensor, query_positions: torch.Tensor) -> torch.Tensor:
+        """probs: (B, H, bq, Nk) for all heads; returns the modified probabilities (same shape)."""
+        ...
+
+
+@dataclass
+class CaptureSession:
+    """What one capture wants: which sites/heads to record, the recorders, the interventions."""
+
+    recorders: list[Recorder] = field(default_factory=list)
+    layers: dict[str, set[int] | None] = field(default_factory=dict)  # stream -> layers (None = all)
+    heads: dict[str, list[int] | None] = field(default_factory=dict)  # stream -> heads (None = all)
+    interventions: list[Intervention] = field(default_factory=list)
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS
+    rows_seen: dict[tuple[str, int], int] = field(default_factory=dict)  # queries appended so far
+    calls: int = 0
+    on_call: Callable[[Site, torch.nn.Module], None] | None = None
+
+    def wants(self, site: Site) -> bool:
+        if not self.recorders or site.stream not in self.layers:
+            return False
+        wanted = self.layers[site.stream]
+        return wanted is None or site.layer in wanted
+
+
+_ACTIVE: contextvars.ContextVar[CaptureSession | None] = contextvars.ContextVar("attnscope_session", default=None)
+
+
+def active_session() -> CaptureSession | None:
+    return _ACTIVE.get()
+
+
+class session_scope:
+    """Context manager that activates a CaptureSession for the forwards run inside it."""
+
+    def __init__(self, session: CaptureSession):
+        self.session = session
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> CaptureSession:
+        self._token = _ACTIVE.set(self.session)
+        return self.session
+
+    def __exit__(self, *exc) -> None:
+        _ACTIVE.reset(self._token)
+
+
+# ---------------------------------------------------------------------------- site resolution
+def classify_module(name: str, is_encoder_decoder: bool) -> tuple[str, int | None]:
+    """(stream, layer) of an attention module from its dotted name in ``model.named_modules()``.
+
+    The layer is the first integer component of the path (``encoder.layer.3.attention.self``,
+    ``model.layers.5.self_attn``, ``decoder.block.1.layer.1.EncDecAttention``, ``transformer.h.4.attn``).
+    """
+    parts = name.split(".")
+    layer = next((int(p) for p in parts if p.isdigit()), None)
+    if _CROSS_PATTERN.search(name):
+        return "cross", layer
+    if is_encoder_decoder:
+        if "decoder" in parts:
+            return "decoder_self", layer
+        if "encoder" in parts:
+            return "encoder_self", layer
+    return "self", layer
+
+
+def annotate_model(model: torch.nn.Module) -> None:
+    """Attach ``_attnscope_site`` to every module of the model (read by the attention function)."""
+    is_ed = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+    for name, module in model.named_modules():
+        stream, layer = classify_module(name, is_ed)
+        if layer is not None:
+            module._attnscope_site = Site(stream, layer)
+
+
+def _site_of(module: torch.nn.Module) -> Site:
+    site = getattr(module, "_attnscope_site", None)
+    if site is None:
+        raise RuntimeError(
+            "attnscope: an attention module has no site annotation; capture through attnscope.capture(), "
+            "which annotates the model first"
+        )
+    return site
+
+
+# ---------------------------------------------------------------------------- probabilities
+def _resolve_causal(module: torch.nn.Module, q_len: int, attention_mask, is_causal) -> bool:
+    """Same rule as transformers' SDPA path: implicit causal masking only when no mask was built."""
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    return bool(q_len > 1 and attention_mask is None and causal)
+
+
+def attention_probs_block(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    causal: bool,
+    q_slice: slice,
+    heads: torch.Tensor,
+    position_bias: torch.Tensor | None = None,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Probabilities of a block of query rows for some heads, exactly as the model's attention.
+
+    query: (B, H, Nq, D); key: (B, Hkv, Nk, D) (grouped-query: head h reads kv head h // (H/Hkv));
+    attention_mask: bool (True = attend) or additive float, (B|1, 1|H, Nq, Nk); heads: (h,) int64.
+    Returns probs (B, h, bq, Nk) float32 and the allowed-key mask (B|1, 1|h, bq, Nk) bool or None.
+    """
+    n_heads, n_kv = query.shape[1], key.shape[1]
+    groups = n_heads // n_kv
+    q = query[:, heads, q_slice].float()  # (B, h, bq, D)
+    k = key[:, heads // groups].float()  # (B, h, Nk, D)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, h, bq, Nk)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if position_bias is not None:
+        pb = position_bias[:, heads] if position_bias.shape[1] > 1 else position_bias
+        scores = scores + pb[:, :, q_slice].float()
+    allowed = None
+    if attention_mask is not None:
+        m = attention_mask[:, heads] if attention_mask.shape[1] > 1 else attention_mask
+        m = m[:, :, q_slice]  # (B|1, 1|h, bq, Nk)
+        if m.dtype == torch.bool:
+            allowed = m
+            scores = scores.masked_fill(~m, float("-inf"))
+        else:
+            allowed = m > torch.finfo(m.dtype).min / 2
+            scores = scores + m.float()
+    elif causal:
+        nq, nk = query.shape[2], key.shape[2]
+        rows = torch.arange(nq, device=query.device)[q_slice]  # top-left alignment, as SDPA's is_causal
+        allowed = (rows[:, None] >= torch.arange(nk, device=query.device)[None, :])[None, None]  # (1, 1, bq, Nk)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    if sinks is not None:
+        sink = sinks[heads].float().reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[2], 1)
+        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]  # (B, h, bq, Nk)
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    probs = torch.nan_to_num(probs, nan=0.0)  # fully masked (padding) rows
+    return probs, allowed
+
+
+def _query_blocks(n_rows: int, row_elements: int, budget: int) -> list[slice]:
+    step = max(1, budget // max(1, row_elements))
+    return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
+
+
+def _explicit_forward(module, query, key, value, attention_mask, scaling, causal, extra, session, site, qpos0):
+    """Attention output computed from (possibly intervened) probabilities, block by block over queries."""
+    B, H, Nq, _ = query.shape
+    groups = H // key.shape[1]
+    all_heads = torch.arange(H, device=query.device)
+    v = value[:, all_heads // groups].float()  # (B, H, Nk, Dv)
+    out = torch.empty(B, H, Nq, value.shape[-1], dtype=torch.float32, device=query.device)
+    for qs in _query_blocks(Nq, B * H * key.shape[2], session.block_elements if session else DEFAULT_BLOCK_ELEMENTS):
+        probs, _ = attention_probs_block(query, key, attention_mask, scaling, causal, qs, all_heads, **extra)
+        qpos = torch.arange(qs.start, qs.stop, device=query.device) + qpos0
+        if session is not None:
+            for iv in session.interventions:
+                if iv.applies(site):
+                    probs = iv.apply(site, probs, qpos)
+        out[:, :, qs] = torch.matmul(probs, v)  # (B, H, bq, Dv)
+    return out.to(query.dtype).transpose(1, 2).contiguous()  # (B, Nq, H, Dv)
+
+
+def attnscope_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs,
+):
+    """Drop-in for transformers' SDPA attention that can also record and intervene (module docstring)."""
+    session = _ACTIVE.get()
+    position_bias = kwargs.get("position_bias")
+    softcap = kwargs.get("softcap")
+    sinks = kwargs.get("s_aux", kwargs.get("sinks"))
+    needs_explicit = softcap is not None or sinks is not None  # SDPA cannot do these
+    if session is None and not needs_explicit:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    site = _site_of(module)
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    causal = _resolve_causal(module, query.shape[2], attention_mask, is_causal)
+    extra = {"position_bias": position_bias, "softcap": softcap, "sinks": sinks}
+    rows_key = (site.stream, site.layer)
+    qpos0 = session.rows_seen.get(rows_key, 0) if session is not None else 0
+    if session is not None:
+        session.calls += 1
+        if session.on_call is not None:
+            session.on_call(site, module)
+    intervene = session is not None and any(iv.applies(site) for iv in session.interventions)
+    if intervene or needs_explicit:
+        if dropout and module.training:
+            raise RuntimeError("attnscope: interventions need the model in eval mode (no attention dropout)")
+        out = _explicit_forward(module, query, key, value, attention_mask, scaling, causal, extra, session, site,
+                                qpos0)
+    else:
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                        scaling=scaling, is_causal=is_causal, **kwargs)
+    if session is not None and session.wants(site):
+        _record(session, site, query, key, attention_mask, scaling, causal, extra, qpos0)
+    if session is not None:
+        session.rows_seen[rows_key] = qpos0 + query.shape[2]
+    return out, None
+
+
+@torch.no_grad()
+def _record(session, site, query, key, attention_mask, scaling, causal, extra, qpos0) -> None:
+    B, H, Nq, _ = query.shape
+    Nk = key.shape[2]
+    wanted = session.heads.get(site.stream)
+    heads = torch.arange(H, device=query.device) if wanted is None else torch.tensor(wanted, device=query.device)
+    if int(heads.max()) >= H:
+        raise RuntimeError(f"attnscope: head {int(heads.max())} requested but layer has {H} heads")
+    q_det, k_det = query.detach(), key.detach()
+    mask = attention_mask.detach() if attention_mask is not None else None
+    extra = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in extra.items()}
+    ivs = [iv for iv in session.interventions if iv.applies(site)]
+    all_heads = torch.arange(H, device=query.device)
+    for qs in _query_blocks(Nq, B * (H if ivs else len(heads)) * Nk, session.block_elements):
+        if ivs:  # record what the model actually used
+            probs, allowed = attention_probs_block(q_det, k_det, mask, scaling, causal, qs, all_heads, **extra)
+            qpos_dev = torch.arange(qs.start, qs.stop, device=query.device) + qpos0
+            for iv in ivs:
+                probs = iv.apply(site, probs, qpos_dev)
+            probs = probs[:, heads]  # (B, h, bq, Nk)
+            if allowed is not None and allowed.shape[1] > 1:
+                allowed = allowed[:, heads]
+        else:
+            probs, allowed = attention_probs_block(q_det, k_det, mask, scaling, causal, qs, heads, **extra)
+        qpos = torch.arange(qs.start, qs.stop) + qpos0  # absolute query positions (for distances)
+        # keys are absolute positions 0..Nk-1 in self streams; the causal offset is already in the mask
+        for rec in session.recorders:
+            rec.add((site.stream, site.layer), probs, allowed, qpos)
+
+
+_registered = False
+
+
+def register() -> str:
+    """Register the attnscope attention and mask functions with transformers (idempotent)."""
+    global _registered
+    if not _registered:
+        AttentionInterface.register(ATTN_NAME, attnscope_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_NAME, sdpa_mask)
+        _registered = True
+    return ATTN_NAME
