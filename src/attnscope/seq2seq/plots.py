@@ -1,0 +1,113 @@
+"""Small matplotlib figures for the seq2seq docs and training runs (alignment maps, statistics, curves).
+
+The general renderers live in :mod:`attnscope.render`; these are the training run's own PNGs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_alignment(weights: torch.Tensor, source: Sequence[str], target: Sequence[str], path: str | Path,
+                   title: str = "") -> Path:
+    """Heatmap of one head's cross attention (T, S): rows = generated target tokens, columns = source tokens."""
+    plt = _plt()
+    w = weights.detach().float().cpu().numpy()
+    t, s = w.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * s + 1.8), max(3.0, 0.32 * t + 1.4)))
+    im = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(s))
+    ax.set_xticklabels(list(source), rotation=90 if max(map(len, source), default=1) > 2 else 0, fontsize=9)
+    ax.set_yticks(range(t))
+    ax.set_yticklabels(list(target), fontsize=9)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_step_stats(stats: dict[str, torch.Tensor], target: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Entropy, max weight and effective positions per generated target token (one head: (T,) each)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, (key, label) in zip(axes, [("entropy", "entropy (nats)"), ("max", "max weight"),
+                                       ("effective_positions", "positions with weight > 0.1")]):
+        v = stats[key].float().cpu().numpy()
+        ax.bar(range(len(v)), v, color="#4c72b0")
+        ax.set_xticks(range(len(v)))
+        ax.set_xticklabels(list(target), fontsize=8)
+        ax.set_title(label, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(groups: dict[str, dict[str, float]], metrics: list[tuple[str, str]], path: str | Path,
+              title: str = "") -> Path:
+    """One bar panel per metric ((key, label)), one bar per group (e.g. per attention score)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.2))
+    axes = axes if len(metrics) > 1 else [axes]
+    names = list(groups)
+    for ax, (key, label) in zip(axes, metrics):
+        ax.bar(range(len(names)), [groups[n][key] for n in names], color="#55a868")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_lines(x: Sequence[float] | Sequence[str], series: dict[str, dict[str, Sequence[float]]],
+               metrics: list[tuple[str, str]], path: str | Path, xlabel: str = "", title: str = "") -> Path:
+    """One panel per metric; one line per series (series name -> metric -> values over x)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))
+    axes = axes if len(metrics) > 1 else [axes]
+    xs = list(range(len(x)))
+    for ax, (key, label) in zip(axes, metrics):
+        for name, vals in series.items():
+            ax.plot(xs, vals[key], marker="o", label=name)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(v) for v in x], fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
