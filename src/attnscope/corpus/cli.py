@@ -1,0 +1,84 @@
+"""`attnscope corpus`: per-text per-head attention statistics of a corpus (see docs/corpus.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputError
+
+
+def _indices(spec: str | None, what: str) -> list[int] | None:
+    """'0,2,5-7' -> [0, 2, 5, 6, 7]; None/'all' -> None."""
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return None
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise InputError(f"--{what}s {spec!r} is not a list of {what} indices like '0,2,5-7'") from None
+    return out
+
+
+def corpus(
+    input: str = typer.Argument(..., help="Corpus file (.txt one text a line, .jsonl, .csv, .parquet) or '-' for stdin."),
+    model: str = typer.Option("minilm", "--model", "-m", help="Catalogue name, local path or hub id."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Per-text per-head statistics (Parquet). "
+                                       "Without it, '-' streams JSON lines to stdout."),
+    aggregates: Optional[Path] = typer.Option(None, help="Per-head corpus aggregates (default <out>.heads.parquet)."),
+    errors: Optional[Path] = typer.Option(None, help="Rejected rows with reasons (default <out>.errors.jsonl)."),
+    layers: Optional[str] = typer.Option(None, help="Layers, e.g. '0,2-4' (default all)."),
+    heads: Optional[str] = typer.Option(None, help="Heads, e.g. '0-3' (default all)."),
+    format: Optional[str] = typer.Option(None, "--format", help="txt | jsonl | csv | parquet (default: from the suffix)."),
+    text_field: str = typer.Option("text", help="JSONL field / CSV or Parquet column holding the text."),
+    id_field: Optional[str] = typer.Option(None, help="Field holding a text id (default: the row number)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Reject texts longer than this (default: the model's limit)."),
+    truncate: bool = typer.Option(False, help="Cut texts to the model's limit instead of rejecting them."),
+    batch_size: int = typer.Option(32, help="Texts per batch (batches are length-bucketed)."),
+    max_batch_tokens: int = typer.Option(16384, help="Padded tokens per batch at most."),
+    shard_size: int = typer.Option(512, help="Rows per checkpointed shard (the unit of resuming)."),
+    engine: str = typer.Option("local", help="local | ray"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address, e.g. 'auto' (engine ray)."),
+    workers: Optional[int] = typer.Option(None, help="Ray actors (default: the cluster's CPUs)."),
+    overwrite: bool = typer.Option(False, help="Recompute when OUT exists from a finished run."),
+    keep_parts: bool = typer.Option(False, help="Keep the shard directory after merging."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with rate and ETA (stderr)."),
+) -> None:
+    """Per-text per-head attention statistics of a corpus: Parquet, resumable, local or Ray.
+
+    Rerun the same command after an interruption to resume. `attnscope corpus - --model minilm` reads
+    lines from stdin and prints one JSON line of statistics per text as each completes.
+    """
+    from .pipeline import run_corpus, stream_corpus
+
+    layer_list, head_list = _indices(layers, "layer"), _indices(heads, "head")
+    if out is None:
+        if input != "-":
+            raise InputError("pass --out stats.parquet (or read '-' from stdin to stream JSON lines to stdout)")
+        err_f = open(errors, "a", encoding="utf-8") if errors else None
+        try:
+            n_ok, n_err = stream_corpus(model, sys.stdin.buffer, sys.stdout, layers=layer_list, heads=head_list,
+                                        max_tokens=max_tokens, truncate=truncate, format=format or "txt",
+                                        text_field=text_field, id_field=id_field, errors_out=err_f)
+        finally:
+            if err_f is not None:
+                err_f.close()
+        typer.echo(f"{n_ok} texts, {n_err} errors", err=True)
+        return
+    res = run_corpus(input, out, model, aggregates=aggregates, errors=errors, layers=layer_list, heads=head_list,
+                     max_tokens=max_tokens, truncate=truncate, batch_size=batch_size,
+                     max_batch_tokens=max_batch_tokens, shard_size=shard_size, text_field=text_field,
+                     id_field=id_field, format=format, engine=engine, address=address, num_workers=workers,
+                     progress=progress and input != "-", overwrite=overwrite, keep_parts=keep_parts)
+    resumed = f" ({res.shards_resumed} shards resumed)" if res.shards_resumed else ""
+    typer.echo(f"{res.n_texts} texts, {res.n_errors} errors in {res.seconds:.1f} s{resumed}\n"
+               f"  statistics: {res.out}\n  aggregates: {res.aggregates}\n  errors:     {res.errors}", err=True)
