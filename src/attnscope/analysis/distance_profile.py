@@ -1,0 +1,41 @@
+"""Attention versus distance (causal-LM curves)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import maps, query_offset, relative_distance, require_square
+from .registry import register_analysis
+from .results import Curves
+
+
+@register_analysis("distance_profile", result="Curves", square=True, tags=("causal",))
+def distance_profile(trace, stream: str | None = None, max_distance: int = 32) -> Curves:
+    """Mean attention weight at each distance d = query − key (0..max_distance), one curve per layer (heads averaged).
+
+    For a causal LM the curve is the decay of attention with distance; the mean over the queries
+    that have a key at that distance. Distance profiles of heads follow Vig & Belinkov 2019,
+    "Analyzing the Structure of Attention in a Transformer Language Model" (BlackboxNLP) and
+    Clark et al. 2019; for encoders both directions are pooled (|query − key|).
+    """
+    s = require_square(trace, stream, "distance_profile")
+    _, w = maps(trace, s)  # (L, H, N, N)
+    n = w.shape[-1]
+    causal = bool(trace.meta.get("causal", {}).get(s, False))
+    dist = -relative_distance(n, n, query_offset(trace, s))  # query - key, (N, N)
+    if not causal:
+        dist = np.abs(dist)
+    dmax = int(min(max_distance, n - 1))
+    x = np.arange(dmax + 1)
+    fused = w.mean(1)  # (L, N, N)
+    series, spread = {}, {}
+    for li, layer in enumerate(trace.layers[s]):
+        vals = []
+        for d in x:
+            m = dist == d
+            # mean per query over its keys at distance d (encoders: up to two), then over queries
+            per_q = (fused[li] * m).sum(-1)[m.any(-1)] / m.sum(-1)[m.any(-1)]
+            vals.append(per_q.mean() if per_q.size else 0.0)
+        series[f"layer {layer}"] = np.array(vals)
+    return Curves(x.astype(float), series, "distance_profile", "distance (query − key, tokens)",
+                  "mean attention weight", spread, meta={"stream": s, "causal": causal})

@@ -1,0 +1,71 @@
+"""Head roles: a score per layer × head for each known attention pattern."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import allowed, is_delimiter, maps, query_offset, relative_distance, require_square
+from .induction import induction_head_scores
+from .registry import register_analysis
+from .results import HeadScores
+
+ROLES = ("previous_token", "next_token", "first_token", "self", "delimiter", "local", "broad", "induction")
+
+
+def _diag_mean(w: np.ndarray, rel: np.ndarray, d: int) -> np.ndarray:
+    m = rel == d  # (Nq, Nk)
+    rows = m.any(-1)
+    if not rows.any():
+        return np.zeros(w.shape[:2])
+    return (w * m).sum(-1)[..., rows].mean(-1)  # (L, H)
+
+
+@register_analysis("head_roles", result="HeadScores", square=True, tags=("roles",))
+def head_roles(trace, stream: str | None = None, window: int = 2, threshold: float = 0.4) -> HeadScores:
+    """Head roles: for each (layer, head), how strongly it follows each known pattern (scores in [0, 1]).
+
+    - ``previous_token`` / ``next_token`` / ``self``: mean weight on key i−1 / i+1 / i
+      (positional heads, Clark et al. 2019 §3; Voita et al. 2019, "Analyzing Multi-Head
+      Self-Attention", ACL, §4 "positional heads");
+    - ``first_token``: mean weight on position 0 ([CLS]/<s>), the "attention sink" (Xiao et al. 2024)
+      or "no-op" attention of Clark et al. 2019;
+    - ``delimiter``: mean weight on punctuation and separator tokens ([SEP], ".", ","; Clark et al. 2019 §3),
+      position 0 excluded;
+    - ``local``: mean weight within ``window`` tokens of the query (self included);
+    - ``broad``: mean normalised entropy, entropy / log(allowed keys), 1 = uniform ("broad
+      attention", Clark et al. 2019 §3; rows with a single allowed key are skipped);
+    - ``induction``: see :func:`attnscope.analysis.induction.induction` (Olsson et al. 2022).
+
+    ``meta["labels"]`` names each head's dominant role: the highest of the specific roles if it
+    reaches ``threshold``, else ``broad`` if its normalised entropy is ≥ 0.8, else ``mixed``.
+    """
+    s = require_square(trace, stream, "head_roles")
+    _, w = maps(trace, s)  # (L, H, N, N)
+    n = w.shape[-1]
+    rel = relative_distance(n, n, query_offset(trace, s))  # key - query, (N, N)
+    toks = trace.query_tokens(s)
+    delim = np.array([is_delimiter(t, sp) for t, sp in zip(toks.text, toks.special)])
+    delim[0] = False  # position 0 ([CLS], <s>) is the first-token role, not a delimiter
+    ok = allowed(trace, s, n, n)
+    n_allowed = ok.sum(-1)  # (N,)
+    ent = -(w * np.log(np.where(w > 0, w, 1.0))).sum(-1)  # (L, H, N)
+    multi = n_allowed > 1
+    broad = (ent[..., multi] / np.log(n_allowed[multi])).mean(-1) if multi.any() else np.zeros(w.shape[:2])
+    ids = toks.ids if all(i >= 0 for i in toks.ids) else toks.text
+    scores = {
+        "previous_token": _diag_mean(w, rel, -1),
+        "next_token": _diag_mean(w, rel, 1),
+        "first_token": w[..., 0].mean(-1),
+        "self": _diag_mean(w, rel, 0),
+        "delimiter": w[..., delim].sum(-1).mean(-1) if delim.any() else np.zeros(w.shape[:2]),
+        "local": (w * (np.abs(rel) <= window)).sum(-1).mean(-1),
+        "broad": broad,
+        "induction": induction_head_scores(w, list(ids))[0],
+    }
+    specific = [r for r in ROLES if r not in ("broad", "local")]
+    stack = np.stack([scores[r] for r in specific])  # (R, L, H)
+    best = stack.argmax(0)
+    labels = [[specific[best[li, hi]] if stack[best[li, hi], li, hi] >= threshold
+               else ("broad" if broad[li, hi] >= 0.8 else "mixed") for hi in range(w.shape[1])] for li in range(w.shape[0])]
+    return HeadScores(scores, list(trace.layers[s]), list(trace.heads[s]), "head_roles", s,
+                      meta={"labels": labels, "window": window, "threshold": threshold})
