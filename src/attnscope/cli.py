@@ -26,6 +26,7 @@ SUBCOMMAND_GROUPS: list[tuple[str, str, str]] = [
 # Plain commands defined in other modules: (module, function name, command name).
 EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     # --- extra commands (one line each) ---
+    ("attnscope.server.cli", "serve", "serve"),
     ("attnscope.corpus.cli", "corpus", "corpus"),
 ]
 

@@ -1,1 +1,13 @@
+"""FastAPI app, REST API (/v1) and the web explorer's static assets (``attnscope serve``)."""
 
+from .config import ServerConfig
+
+
+def create_app(config: ServerConfig | None = None):
+    """See :func:`attnscope.server.app.create_app` (imported lazily: fastapi is an optional dependency)."""
+    from .app import create_app as _create
+
+    return _create(config)
+
+
+__all__ = ["ServerConfig", "create_app"]

@@ -1,0 +1,36 @@
+"""`attnscope serve`: the web explorer and the REST API under uvicorn."""
+
+from __future__ import annotations
+
+import typer
+
+from ..models import DEFAULT_MODEL
+
+
+def serve(
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Default model (loaded at start-up)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 127.0.0.1 keeps it on this machine."),
+    port: int = typer.Option(8765, help="TCP port."),
+    allow_model: list[str] = typer.Option(None, "--allow-model", help="Extra model names/paths requests may use "
+                                                                       "(besides the catalogue)."),
+    max_text_chars: int = typer.Option(20_000, help="Longest text accepted (characters)."),
+    max_batch: int = typer.Option(64, help="Most texts in one /v1/batch request."),
+    queue_size: int = typer.Option(8, help="Requests that may wait for the model (429 beyond)."),
+    timeout: float = typer.Option(120.0, help="Per-request timeout in seconds (504 beyond)."),
+) -> None:
+    """Serve the attention explorer (open http://HOST:PORT/) and the REST API (/v1, docs at /docs)."""
+    import uvicorn
+
+    from .app import create_app
+    from .config import ServerConfig
+
+    from ..models import CATALOGUE
+
+    allowed = list(CATALOGUE) + [m for m in (allow_model or []) if m not in CATALOGUE]
+    config = ServerConfig(model=model, host=host, port=port, allowed_models=allowed, max_text_chars=max_text_chars,
+                          max_batch=max_batch, queue_size=queue_size, timeout_s=timeout)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho(f"warning: binding {host}: the explorer and API are reachable from other machines",
+                    fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"attnscope explorer: http://{host}:{port}/  (API docs: /docs)")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")

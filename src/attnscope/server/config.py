@@ -1,0 +1,41 @@
+"""Server configuration: limits, allow-list, queue and timeout. Safe defaults (loopback, catalogue only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import CATALOGUE, DEFAULT_MODEL
+
+
+@dataclass
+class ServerConfig:
+    """How ``attnscope serve`` behaves.
+
+    ``allowed_models``: names a request may ask for. ``None`` means the catalogue (``minilm``,
+    ``smollm2``, ``whisper-tiny-en``) plus ``model``; a request for anything else is refused with 404,
+    so a request never makes the server download or run a model nobody configured. ``models``
+    holds already-built :class:`~attnscope.models.LoadedModel` objects by name (embedding, tests).
+    """
+
+    model: str = DEFAULT_MODEL  # default model, preloaded at start-up
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allowed_models: list[str] | None = None
+    models: dict[str, Any] = field(default_factory=dict)
+    preload: bool = True
+    max_text_chars: int = 20_000  # per text (413 above)
+    max_batch: int = 64  # texts per /v1/batch request (413 above)
+    max_json_elements: int = 2_000_000  # attention weights in one JSON answer; use format=binary above
+    queue_size: int = 8  # requests waiting for the inference thread (429 when full)
+    timeout_s: float = 120.0  # per request, waiting + running (504 after)
+    trace_cache_bytes: int = 256 << 20  # explorer traces kept in memory (attnscope.cache.ResultCache, LRU)
+    max_loaded_models: int = 2
+    allow_conversion: bool = False  # catalogue models that need a one-time conversion: convert on request?
+
+    def allowed(self) -> list[str]:
+        names = list(self.allowed_models) if self.allowed_models is not None else list(CATALOGUE)
+        for n in [self.model, *self.models]:
+            if n not in names:
+                names.append(n)
+        return names
