@@ -1,0 +1,162 @@
+"""Do attention and attribution methods agree? Per-input rank agreement (Jain & Wallace 2019,
+"Attention is not Explanation", NAACL, §4: Kendall τ between attention and gradient / leave-one-out
+importance) — here Spearman ρ and Kendall τ (scipy) and top-k overlap, for every pair of methods.
+
+Special tokens ([CLS], [SEP], BOS…) are left out of every comparison. By default scores are compared
+by magnitude (``absolute=True``): attention is non-negative, while gradient methods are signed, and a
+strongly negative token is as "important" as a strongly positive one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError, UnknownNameError
+from ..models import LoadedModel
+from .captum_methods import CAPTUM_METHODS, captum_attributions
+from .gradients import attention_gradients
+
+ATTENTION_METHODS = ("attention", "rollout", "attn_x_grad", "chefer")
+ALL_METHODS = ATTENTION_METHODS + CAPTUM_METHODS
+DEFAULT_METHODS = ALL_METHODS
+
+
+def local_rollout(attention: np.ndarray, residual: float = 0.5) -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020): heads averaged, ``(1−r)A + rI`` rows renormalised, layers
+    multiplied. attention (layer, head, N, N) → (N, N). Used only when ``attnscope.analysis`` has no
+    registered ``rollout``."""
+    n = attention.shape[-1]
+    r = np.eye(n)
+    for layer in range(attention.shape[0]):
+        a = (1 - residual) * attention[layer].mean(0) + residual * np.eye(n)  # (N, N)
+        a = a / a.sum(-1, keepdims=True)
+        r = a @ r
+    return r
+
+
+def rollout_map(lm: LoadedModel, text: str, attention: np.ndarray) -> tuple[np.ndarray, str]:
+    """Rollout (N, N) via the analysis registry (``run_analysis("rollout", trace)``) when available,
+    else :func:`local_rollout`. Returns (map, source)."""
+    try:
+        from ..analysis.registry import run_analysis
+        from ..capture import capture
+
+        trace = capture(lm, text, mode="full", full_dtype=torch.float32)
+        res = run_analysis("rollout", trace)
+        final = np.asarray(res.final, dtype=np.float64)
+        if final.shape == attention.shape[-2:]:
+            return final, "attnscope.analysis:rollout"
+    except (ImportError, KeyError, AttributeError, InputError):  # registry absent or rollout not registered
+        pass
+    return local_rollout(attention), "local"
+
+
+def topk_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """|top-k(a) ∩ top-k(b)| / k."""
+    k = max(1, min(k, len(a)))
+    return len(set(np.argsort(-a, kind="stable")[:k]) & set(np.argsort(-b, kind="stable")[:k])) / k
+
+
+def agreement(scores: dict[str, np.ndarray], special: Sequence[bool] | None = None, *, k: int = 3,
+              absolute: bool = True, references: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows {a, b, spearman, spearman_p, kendall, kendall_p, topk_overlap, n} for every pair (a, b) with
+    ``a`` in ``references`` (default: every method) and b ≠ a. NaN correlation where a method is constant."""
+    from scipy import stats
+
+    names = list(scores)
+    refs = list(references) if references is not None else names
+    n = len(next(iter(scores.values())))
+    keep = np.ones(n, bool) if special is None else ~np.asarray(special, bool)
+    if keep.sum() < 2:
+        raise InputError("agreement needs at least two non-special tokens")
+    rows = []
+    seen = set()
+    for a in refs:
+        if a not in scores:
+            raise UnknownNameError("method", a, names)
+        for b in names:
+            if b == a or (b, a) in seen:
+                continue
+            seen.add((a, b))
+            x, y = np.asarray(scores[a])[keep], np.asarray(scores[b])[keep]
+            if absolute:
+                x, y = np.abs(x), np.abs(y)
+            const = np.ptp(x) == 0 or np.ptp(y) == 0
+            sp = stats.spearmanr(x, y) if not const else None
+            kt = stats.kendalltau(x, y) if not const else None
+            rows.append({"a": a, "b": b, "spearman": float(sp.statistic) if sp else float("nan"),
+                         "spearman_p": float(sp.pvalue) if sp else float("nan"),
+                         "kendall": float(kt.statistic) if kt else float("nan"),
+                         "kendall_p": float(kt.pvalue) if kt else float("nan"),
+                         "topk_overlap": topk_overlap(x, y, k), "k": k, "n": int(keep.sum())})
+    return rows
+
+
+@dataclass
+class Explanation:
+    """Token scores of one input by several methods, and their pairwise agreement."""
+
+    text: str
+    tokens: list[str]
+    special: list[bool]
+    scores: dict[str, np.ndarray]
+    target: int
+    target_label: str
+    probability: float
+    agreement: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "tokens": self.tokens, "special": self.special,
+                "scores": {k: v.tolist() for k, v in self.scores.items()}, "target": self.target,
+                "target_label": self.target_label, "probability": self.probability,
+                "agreement": self.agreement, "meta": self.meta}
+
+
+def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS, *, target: int | str | None = None,
+            position: int | None = None, ig_steps: int = 32, n_samples: int = 32, k: int = 3,
+            absolute: bool = True, seed: int = 0) -> Explanation:
+    """Token importance for one prediction by attention-based methods and Captum methods, compared.
+
+    Methods: ``attention`` (last layer, heads averaged, the prediction's query row), ``rollout``
+    (Abnar & Zuidema 2020), ``attn_x_grad`` (A ⊙ ∂y/∂A, averaged over layers and heads), ``chefer``
+    (Chefer et al. 2021 relevancy), and Captum's ``integrated_gradients``, ``occlusion``, ``lime``,
+    ``shapley``. The prediction row is [CLS] (position 0) for bidirectional encoders and the last
+    position for causal models. Agreement rows compare every method with ``attention`` and ``rollout``.
+    """
+    methods = list(methods)
+    for m in methods:
+        if m not in ALL_METHODS:
+            raise UnknownNameError("explain method", m, ALL_METHODS)
+    g = attention_gradients(lm, text, target=target, position=position)
+    scores: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"model": lm.name, "row": g.row, "causal": g.causal, "absolute": absolute}
+    if "attention" in methods:
+        scores["attention"] = g.attention[-1, :, g.row, :].mean(0)
+    if "rollout" in methods:
+        ro, src = rollout_map(lm, text, g.attention)
+        scores["rollout"] = ro[g.row]
+        meta["rollout_source"] = src
+    if "attn_x_grad" in methods:
+        scores["attn_x_grad"] = g.token_scores()
+    if "chefer" in methods:
+        scores["chefer"] = g.relevancy_scores()
+    cm = [m for m in methods if m in CAPTUM_METHODS]
+    if cm:
+        c = captum_attributions(lm, text, cm, target=g.target, position=position, ig_steps=ig_steps,
+                                n_samples=n_samples, seed=seed)
+        scores.update(c["scores"])
+        if "ig_delta" in c:
+            meta["ig_delta"] = c["ig_delta"]
+            meta["ig_output_difference"] = c["ig_output_difference"]
+    scores = {m: scores[m] for m in methods}
+    refs = [r for r in ("attention", "rollout") if r in scores] or None
+    rows = agreement(scores, g.special, k=k, absolute=absolute, references=refs) if len(scores) > 1 else []
+    p = np.exp(g.logits - g.logits.max())
+    p /= p.sum()
+    return Explanation(text=text, tokens=g.tokens, special=g.special, scores=scores, target=g.target,
+                       target_label=g.target_label, probability=float(p[g.target]), agreement=rows, meta=meta)

@@ -1,0 +1,173 @@
+"""Figures for the attribution results (matplotlib, Agg backend; PNG/SVG/PDF by the path's suffix).
+
+Every function takes a result object and a path, writes the figure and returns the path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    m = np.max(np.abs(v)) if len(v) else 0.0
+    return v / m if m > 0 else v
+
+
+def plot_explanation(expl, path, reference: str | None = None) -> Path:
+    """Side by side: per method a bar per token (scaled to max |score| = 1 over the non-special tokens;
+    special tokens are left out of the bars and scatters) and a
+    scatter of that method against the reference (default ``attention``) with Spearman ρ / Kendall τ."""
+    plt = _plt()
+    methods = list(expl.scores)
+    ref = reference or ("attention" if "attention" in methods else methods[0])
+    keep = ~np.asarray(expl.special, bool)
+    n = len(methods)
+    fig, axes = plt.subplots(n, 2, figsize=(max(8.0, 0.45 * len(expl.tokens) + 4), 1.7 * n + 0.8),
+                             gridspec_kw={"width_ratios": [3.2, 1]}, squeeze=False)
+    x = np.arange(len(expl.tokens))
+    rows = {(r["a"], r["b"]): r for r in expl.agreement} | {(r["b"], r["a"]): r for r in expl.agreement}
+    for i, m in enumerate(methods):
+        v = np.where(keep, np.asarray(expl.scores[m], float), 0.0)  # special tokens not drawn
+        v = _norm(v)
+        colors = np.where(~keep, "#bbbbbb", np.where(v >= 0, "#3b75af", "#c8553d"))
+        ax = axes[i, 0]
+        ax.bar(x, v, color=colors)
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_ylabel(m, rotation=0, ha="right", va="center", fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xticklabels(expl.tokens if i == n - 1 else [], rotation=60, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(x) - 0.4)
+        sax = axes[i, 1]
+        other = ref if m != ref else next((o for o in methods if o != ref), ref)
+        a = np.abs(expl.scores[other]) if expl.meta.get("absolute", True) else expl.scores[other]
+        b = np.abs(expl.scores[m]) if expl.meta.get("absolute", True) else expl.scores[m]
+        sax.scatter(np.asarray(a)[keep], np.asarray(b)[keep], s=14, color="#3b75af")
+        r = rows.get((other, m))
+        title = f"vs {other}" + (f": ρ={r['spearman']:.2f} τ={r['kendall']:.2f}" if r else "")
+        sax.set_title(title, fontsize=8)
+        sax.set_xlabel(other, fontsize=7)
+        sax.tick_params(labelsize=7)
+    fig.suptitle(f"{expl.meta.get('model', '')}: target {expl.target_label!r} (p={expl.probability:.2f})"
+                 + (" — |scores| compared" if expl.meta.get("absolute", True) else ""), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_head_heatmap(values: np.ndarray, path, *, title: str = "head importance", layers: Sequence[int] | None = None,
+                      heads: Sequence[int] | None = None, cmap: str = "viridis", label: str = "") -> Path:
+    """A layer × head heatmap (rows = layers, columns = heads) with values written in small grids."""
+    plt = _plt()
+    values = np.asarray(values, float)
+    nl, nh = values.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * nh + 2), max(2.5, 0.4 * nl + 1.2)))
+    im = ax.imshow(values, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(nh))
+    ax.set_xticklabels(list(heads) if heads is not None else range(nh), fontsize=8)
+    ax.set_yticks(range(nl))
+    ax.set_yticklabels(list(layers) if layers is not None else range(nl), fontsize=8)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=10)
+    if nl * nh <= 100:
+        mid = (np.nanmax(values) + np.nanmin(values)) / 2
+        for i in range(nl):
+            for j in range(nh):
+                ax.text(j, i, f"{values[i, j]:.2g}", ha="center", va="center", fontsize=7,
+                        color="white" if values[i, j] < mid else "black")
+    fig.colorbar(im, ax=ax, label=label)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_faithfulness(result, path) -> Path:
+    """Deletion and insertion curves (target probability vs fraction of tokens removed / inserted)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, kind in zip(axes, ("deletion", "insertion")):
+        for name, curve in result.curves[kind].items():
+            ax.plot(result.fractions, curve, marker="o", ms=3,
+                    label=f"{name} (AOPC {result.aopc[kind][name]:.3f})")
+        ax.set_xlabel(f"fraction of tokens {'removed' if kind == 'deletion' else 'inserted'}")
+        ax.set_ylabel("target probability")
+        ax.set_title(kind, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_bias(result, path) -> Path:
+    """Box plot + points of the attention measured for each word group, with Welch's t and Hedges' g."""
+    plt = _plt()
+    groups = list(result.values)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(groups) + 2), 3.8))
+    data = [result.values[g] for g in groups]
+    ax.boxplot(data, showfliers=False)
+    ax.set_xticks(range(1, len(groups) + 1))
+    ax.set_xticklabels(groups)
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(data, 1):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(d)), d, s=10, alpha=0.6)
+    ax.set_ylabel(f"attention {result.direction} the group word")
+    lines = [f"{t['a']} vs {t['b']}: t={t['t']:.2f}, p={t['p']:.3g}, g={t['hedges_g']:.2f}" for t in result.tests]
+    ax.set_title("\n".join(lines[:3]) or "bias probe", fontsize=8)
+    fig.text(0.01, -0.02, "Attention weights alone are not evidence of model bias.", fontsize=7, style="italic")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_dropout(result, path, layer: int = -1) -> Path:
+    """MC-dropout attention of one layer (heads averaged): mean, std, coefficient of variation, and the
+    distribution of pairwise correlations between runs."""
+    plt = _plt()
+    li = layer % result.mean.shape[0]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    for ax, (name, m) in zip(axes[:3], (("mean", result.mean), ("std", result.std), ("CV", result.cv))):
+        im = ax.imshow(m[li].mean(0), cmap="viridis")
+        ax.set_title(f"{name} (layer {result.layers[li]}, heads averaged)", fontsize=9)
+        ax.set_xticks(range(len(result.tokens)))
+        ax.set_xticklabels(result.tokens, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(result.tokens)))
+        ax.set_yticklabels(result.tokens, fontsize=6)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    axes[3].hist(result.pairwise_correlations, bins=20, color="#3b75af")
+    axes[3].set_title(f"pairwise correlation of runs (n={result.n_runs})", fontsize=9)
+    axes[3].set_xlabel("Pearson r of full attention")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_token_effects(rows: Sequence[dict[str, Any]], path, *, title: str = "token interventions",
+                       metrics: Sequence[str] = ("kl", "attention_mse")) -> Path:
+    """Ranked horizontal bars of the effect of each word's intervention (one panel per metric)."""
+    plt = _plt()
+    labels = [r["word"] for r in rows]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.35 * len(rows) + 1.5), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        ax.barh(range(len(rows)), [r[m] for r in rows], color="#3b75af")
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(m, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
