@@ -1,0 +1,234 @@
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from attnscope.corpus.pipeline import aggregate, run_corpus, stream_corpus
+from attnscope.corpus.reader import count_records, read_records
+from attnscope.corpus.shards import PartsDir
+from attnscope.corpus.stats import HEAD_STATS, plan_batches
+from attnscope.errors import InputError
+
+TEXTS = [
+    "The cat sat on the mat.",
+    "Attention heads look at different tokens.",
+    "Short.",
+    "A considerably longer sentence, with commas, clauses and several more words than the others have.",
+    "Paris is the capital of France.",
+    "Hello world",
+    "Transformers compute softmax over keys for every query.",
+    "Why?",
+    "Numbers like 3.14 and 42 are tokens too.",
+    "The last text of the little corpus.",
+]
+
+
+# ---------------------------------------------------------------------------- readers (no model)
+def test_readers_keep_bad_rows_with_reasons(tmp_path):
+    txt = tmp_path / "a.txt"
+    txt.write_bytes(b"good one\n   \nbad \xff byte\nlast\n")
+    recs = list(read_records(txt))
+    assert [r.row for r in recs] == [0, 1, 2, 3]
+    assert [r.error is None for r in recs] == [True, False, False, True]
+    assert "empty" in recs[1].error and "UTF-8" in recs[2].error
+    assert count_records(txt) == 4
+
+    jl = tmp_path / "a.jsonl"
+    jl.write_bytes(b'{"text": "x y", "id": "A"}\n{"text": 3}\n{nope\n{"body": "z"}\n{"text": null, "id": 7}\n')
+    recs = list(read_records(jl, id_field="id"))
+    assert recs[0].id == "A" and recs[0].text == "x y"
+    assert "not text" in recs[1].error and "invalid JSON" in recs[2].error
+    assert "no field 'text'" in recs[3].error and recs[4].id == "7" and recs[4].error
+
+    csvf = tmp_path / "a.csv"
+    csvf.write_bytes(b'id,text\nk1,"multi\nline, text"\nk2,\nk3,caf\xe9\n')
+    recs = list(read_records(csvf, id_field="id"))
+    assert recs[0].text == "multi\nline, text" and recs[0].id == "k1"
+    assert "empty" in recs[1].error and "UTF-8" in recs[2].error
+    with pytest.raises(InputError, match="no column 'body'"):
+        list(read_records(csvf, text_field="body"))
+
+    pqf = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["one", "", None], "k": [1, 2, 3]}), pqf)
+    recs = list(read_records(pqf, id_field="k"))
+    assert [r.id for r in recs] == ["1", "2", "3"] and recs[0].text == "one"
+    assert recs[1].error and recs[2].error and count_records(pqf) == 3
+    with pytest.raises(InputError, match="format"):
+        list(read_records(tmp_path / "x.docx"))
+
+
+def test_plan_batches_bounds_and_covers():
+    lengths = [5, 100, 7, 60, 3, 3, 90]
+    batches = plan_batches(lengths, batch_size=3, max_batch_tokens=200)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 200)
+        assert [lengths[i] for i in b] == sorted(lengths[i] for i in b)
+
+
+def test_aggregate_matches_numpy():
+    rng = np.random.default_rng(0)
+    n = 50
+    cols = {"layer": np.repeat([0, 1], n).astype(np.int16), "head": np.zeros(2 * n, np.int16)}
+    for s in HEAD_STATS:
+        cols[s] = rng.random(2 * n).astype(np.float32)
+    agg = aggregate(pa.table(cols)).to_pylist()
+    row = next(r for r in agg if r["layer"] == 1 and r["statistic"] == "gini")
+    x = cols["gini"][n:].astype(np.float64)
+    assert row["n_texts"] == n and row["mean"] == pytest.approx(x.mean()) and row["q50"] == pytest.approx(np.median(x))
+    assert row["q95"] == pytest.approx(np.quantile(x, 0.95)) and row["max"] == pytest.approx(x.max())
+
+
+# ---------------------------------------------------------------------------- the pipeline (MiniLM)
+@pytest.fixture(scope="module")
+def minilm():
+    from attnscope.models import load_model
+
+    return load_model("minilm")
+
+
+def _corpus(tmp_path) -> Path:
+    p = tmp_path / "c.jsonl"
+    lines = [json.dumps({"text": t, "id": f"t{i}"}) for i, t in enumerate(TEXTS)]
+    lines.insert(3, json.dumps({"text": "  ", "id": "blank"}))
+    lines.insert(6, json.dumps({"text": "word " * 700, "id": "huge"}))
+    p.write_bytes(("\n".join(lines) + "\n").encode() + b'{"text": "\xff\xfe"}\n')
+    return p
+
+
+@pytest.mark.slow
+def test_run_corpus_rows_parity_errors_aggregates(minilm, tmp_path):
+    from attnscope.capture import capture
+
+    src = _corpus(tmp_path)
+    res = run_corpus(src, tmp_path / "s.parquet", minilm, layers=[0, 5], heads=[0, 3, 11], shard_size=4,
+                     batch_size=4, id_field="id")
+    t = pq.read_table(res.out)
+    assert res.n_texts == len(TEXTS) and res.n_errors == 3 and res.n_rows == len(TEXTS) + 3
+    assert t.num_rows == len(TEXTS) * 2 * 3
+    ids = t.column("text_id").to_pylist()
+    assert ids[::6] == [f"t{i}" for i in range(len(TEXTS))]  # input order, each text once
+    rows = t.column("row").to_numpy()
+    assert np.all(np.diff(rows) >= 0)
+    errs = [json.loads(line) for line in res.errors.read_text().splitlines()]
+    assert {e["id"] for e in errs} == {"blank", "huge", "12"}
+    assert any("over-long" in e["error"] for e in errs) and any("UTF-8" in e["error"] for e in errs)
+    # each text equals the one-by-one capture's head_stats()
+    for i in (0, 3, 7):
+        hs = capture(minilm, TEXTS[i], mode="stats", layers=[0, 5], heads=[0, 3, 11]).head_stats()
+        sub = t.filter(pa.compute.equal(t.column("text_id"), f"t{i}"))
+        for s in HEAD_STATS:
+            np.testing.assert_allclose(sub.column(s).to_numpy(), hs[s].reshape(-1).numpy(), rtol=1e-5, atol=1e-5)
+    agg = pq.read_table(res.aggregates)
+    assert agg.num_rows == 2 * 3 * len(HEAD_STATS) and set(agg.column("n_texts").to_pylist()) == {len(TEXTS)}
+    assert not PartsDir(res.out).exists()
+    with pytest.raises(InputError, match="overwrite"):
+        run_corpus(src, res.out, minilm, layers=[0])
+    # the token limit is a user option too
+    res2 = run_corpus(src, tmp_path / "t.parquet", minilm, layers=[0], heads=[0], max_tokens=8, id_field="id")
+    errs2 = [json.loads(line) for line in res2.errors.read_text().splitlines()]
+    assert res2.n_texts + res2.n_errors == res2.n_rows and any("limit of 8" in e["error"] for e in errs2)
+
+
+_KILL_SCRIPT = r"""
+import sys, time
+from attnscope.corpus import pipeline, stats
+orig = stats.HeadStatsComputer.compute
+def slow(self, items):
+    time.sleep(0.3)
+    return orig(self, items)
+stats.HeadStatsComputer.compute = slow
+pipeline.run_corpus(sys.argv[1], sys.argv[2], "minilm", layers=[0, 1], heads=[0, 1], shard_size=2, batch_size=2)
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_every_row_exactly_once(minilm, tmp_path):
+    src = tmp_path / "c.txt"
+    src.write_text("\n".join(TEXTS * 2) + "\n")  # 20 rows, 10 shards
+    out = tmp_path / "k.parquet"
+    parts = PartsDir(out)
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(src), str(out)], env=dict(os.environ))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(parts.done_shards()) < 3 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = parts.done_shards()
+    assert 3 <= len(done_before) < 10 and not out.exists()
+    # a half-written temp file (a kill during a write) must not count
+    (parts.path / ".shard-000009.parquet.x.tmp").write_bytes(b"garbage")
+    res = run_corpus(src, out, minilm, layers=[0, 1], heads=[0, 1], shard_size=2, batch_size=2)
+    assert res.shards_resumed == len(done_before) and res.shards_computed == 10 - len(done_before)
+    t = pq.read_table(out)
+    assert t.column("row").to_pylist() == [r for r in range(20) for _ in range(4)]
+    ref = run_corpus(src, tmp_path / "ref.parquet", minilm, layers=[0, 1], heads=[0, 1], shard_size=7, batch_size=3)
+    r = pq.read_table(ref.out)
+    for s in HEAD_STATS:
+        np.testing.assert_allclose(t.column(s).to_numpy(), r.column(s).to_numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_settings(minilm, tmp_path):
+    src = tmp_path / "c.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "o.parquet"
+    run_corpus(src, out, minilm, layers=[0], heads=[0], shard_size=4, keep_parts=True)
+    assert PartsDir(out).exists()
+    with pytest.raises(InputError, match="different settings"):
+        run_corpus(src, out, minilm, layers=[1], heads=[0], shard_size=4)
+
+
+@pytest.mark.slow
+def test_stream_emits_one_flushed_line_per_text(minilm):
+    class Out(io.StringIO):
+        flushes = 0
+
+        def flush(self):
+            Out.flushes += 1
+
+    out, errs = Out(), io.StringIO()
+    n_ok, n_err = stream_corpus(minilm, io.BytesIO(b"first text\n\nsecond one\n\xff\n"), out, layers=[1],
+                                heads=[2, 4], errors_out=errs)
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert (n_ok, n_err) == (2, 2) and len(lines) == 4 and Out.flushes >= 4
+    assert lines[0]["layers"] == [1] and lines[0]["heads"] == [2, 4] and "error" in lines[1]
+    assert set(lines[2]["stats"]) == set(HEAD_STATS) and np.shape(lines[2]["stats"]["entropy"]) == (1, 2)
+    assert len(errs.getvalue().splitlines()) == 2
+    from attnscope.capture import capture
+
+    hs = capture(minilm, "second one", mode="stats", layers=[1], heads=[2, 4]).head_stats()
+    np.testing.assert_allclose(lines[2]["stats"]["gini"], hs["gini"].numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_corpus_file_and_stdin(minilm, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from attnscope.corpus.cli import corpus
+
+    app = typer.Typer()
+    app.command()(corpus)
+    app.command("noop")(lambda: None)  # keep 'corpus' as a named sub-command
+    src = tmp_path / "c.txt"
+    src.write_text("\n".join(TEXTS[:4]) + "\n")
+    r = CliRunner().invoke(app, ["corpus", str(src), "--out", str(tmp_path / "o.parquet"), "--layers", "0-1",
+                                 "--heads", "0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(tmp_path / "o.parquet").num_rows == 4 * 2
+    assert (tmp_path / "o.heads.parquet").is_file() and (tmp_path / "o.errors.jsonl").read_text() == ""
+    r = CliRunner().invoke(app, ["corpus", "-", "--layers", "0", "--heads", "0"], input="one text\ntwo texts\n")
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [x["row"] for x in lines] == [0, 1]
