@@ -213,10 +213,12 @@ def _run_eager(lm: LoadedModel, inputs: dict) -> tuple[dict[str, tuple[torch.Ten
 
 
 def _stats_from_maps(maps: torch.Tensor, causal: bool) -> dict[str, torch.Tensor]:
+    """Row statistics of eager maps. The eager output carries no mask, so the keys a query could
+    attend to are read off the map itself (weight > 0): exact for causal, sliding-window and padding masks."""
     from ..statistics import row_statistics
 
-    nq, nk = maps.shape[-2:]
-    allowed = torch.ones(nq, nk, dtype=torch.bool).tril(nk - nq) if causal else None
+    nq = maps.shape[-2]
+    allowed = maps > 0 if causal else None
     return row_statistics(maps, allowed, torch.arange(nq))
 
 

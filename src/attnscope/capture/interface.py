@@ -267,6 +267,9 @@ def _record(session, site, query, key, attention_mask, scaling, causal, extra, q
     q_det, k_det = query.detach(), key.detach()
     mask = attention_mask.detach() if attention_mask is not None else None
     extra = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in extra.items()}
+    # Self-attention keys are absolute positions; a sliding-window cache may have dropped the oldest
+    # ones, so key column 0 is then position (last query + 1 - Nk). Cross-attention keys start at 0.
+    key_offset = 0 if site.stream in ("cross", "encoder_self") else max(0, qpos0 + Nq - Nk)
     ivs = [iv for iv in session.interventions if iv.applies(site)]
     all_heads = torch.arange(H, device=query.device)
     for qs in _query_blocks(Nq, B * (H if ivs else len(heads)) * Nk, session.block_elements):
@@ -281,9 +284,8 @@ def _record(session, site, query, key, attention_mask, scaling, causal, extra, q
         else:
             probs, allowed = attention_probs_block(q_det, k_det, mask, scaling, causal, qs, heads, **extra)
         qpos = torch.arange(qs.start, qs.stop) + qpos0  # absolute query positions (for distances)
-        # keys are absolute positions 0..Nk-1 in self streams; the causal offset is already in the mask
         for rec in session.recorders:
-            rec.add((site.stream, site.layer), probs, allowed, qpos)
+            rec.add((site.stream, site.layer), probs, allowed, qpos, key_offset)
 
 
 _registered = False

@@ -29,12 +29,13 @@ class Recorder:
         self.key_lengths: dict[SiteKey, list[int]] = {}
 
     def add(self, site: SiteKey, probs: torch.Tensor, allowed: torch.Tensor | None,
-            query_positions: torch.Tensor) -> None:
-        """probs: (B, h, bq, Nk) float32; allowed: bool broadcastable to probs or None; query_positions: (bq,)."""
-        self.blocks.setdefault(site, []).append(self.reduce(probs, allowed, query_positions))
-        self.key_lengths.setdefault(site, []).append(probs.shape[-1])
+            query_positions: torch.Tensor, key_offset: int = 0) -> None:
+        """probs: (B, h, bq, Nk) float32; allowed: bool broadcastable to probs or None; query_positions: (bq,);
+        key_offset: absolute position of key column 0 (> 0 when a sliding-window cache dropped old keys)."""
+        self.blocks.setdefault(site, []).append(self.reduce(probs, allowed, query_positions, key_offset))
+        self.key_lengths.setdefault(site, []).append(key_offset + probs.shape[-1])
 
-    def reduce(self, probs, allowed, query_positions):  # pragma: no cover - abstract
+    def reduce(self, probs, allowed, query_positions, key_offset):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def sites(self) -> list[SiteKey]:
@@ -50,14 +51,15 @@ class FullRecorder(Recorder):
         super().__init__()
         self.dtype = dtype
 
-    def reduce(self, probs, allowed, query_positions):
-        return probs.to(self.dtype)
+    def reduce(self, probs, allowed, query_positions, key_offset):
+        return key_offset, probs.to(self.dtype)
 
     def assemble(self, site: SiteKey) -> torch.Tensor:
-        """(B, h, Nq_total, Nk_max): blocks concatenated along queries, shorter key rows zero-padded."""
+        """(B, h, Nq_total, Nk_max): blocks concatenated along queries, placed at their absolute key
+        positions; keys a row never saw (later tokens, or ones a sliding-window cache dropped) are 0."""
         blocks = self.blocks[site]
-        nk = max(b.shape[-1] for b in blocks)
-        padded = [torch.nn.functional.pad(b, (0, nk - b.shape[-1])) for b in blocks]
+        nk = max(self.key_lengths[site])
+        padded = [torch.nn.functional.pad(b, (off, nk - off - b.shape[-1])) for off, b in blocks]
         return torch.cat(padded, dim=2)  # (B, h, Nq, Nk)
 
 
@@ -66,8 +68,8 @@ class StatsRecorder(Recorder):
 
     payload = "stats"
 
-    def reduce(self, probs, allowed, query_positions):
-        return row_statistics(probs, allowed, query_positions)  # name -> (B, h, bq)
+    def reduce(self, probs, allowed, query_positions, key_offset):
+        return row_statistics(probs, allowed, query_positions, key_offset)  # name -> (B, h, bq)
 
     def assemble(self, site: SiteKey) -> dict[str, torch.Tensor]:
         blocks = self.blocks[site]
@@ -83,10 +85,10 @@ class TopKRecorder(Recorder):
         super().__init__()
         self.k = k
 
-    def reduce(self, probs, allowed, query_positions):
+    def reduce(self, probs, allowed, query_positions, key_offset):
         k = min(self.k, probs.shape[-1])
         v, i = probs.topk(k, dim=-1)  # (B, h, bq, k)
-        return {"values": v.to(torch.float16), "indices": i.to(torch.int32)}
+        return {"values": v.to(torch.float16), "indices": (i + key_offset).to(torch.int32)}
 
     def assemble(self, site: SiteKey) -> tuple[torch.Tensor, torch.Tensor]:
         blocks = self.blocks[site]
