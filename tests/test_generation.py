@@ -27,7 +27,7 @@ def _teacher_forced(lm, trace):
 def test_stepwise_equals_full_forward(tiny, family):
     lm = tiny(family)
     r = generate(lm, PROMPT, max_new_tokens=6, full_dtype=torch.float32)
-    assert len(r.token_ids) == 6 and len(r.token_probs) == 6
+    assert 1 <= len(r.token_ids) <= 6 and len(r.token_probs) == len(r.token_ids)  # may stop at EOS
     ref = _teacher_forced(lm, r.trace)
     for s in r.trace.streams:
         torch.testing.assert_close(r.trace.weights(s), ref.weights(s), atol=1e-5, rtol=0)
