@@ -67,7 +67,7 @@ def analyze(
     """Capture a text's attention, print a per-layer x head summary and write heatmap figures."""
     from .capture import capture
     from .models import load_model
-    from .render.figures import plot_layer_head_grid, plot_layer_means, save_figure
+    from .render import layer_head_grid, layer_means, save_figure
 
     bad = [f for f in fmt if f not in ("png", "svg", "pdf")]
     if bad:
@@ -87,8 +87,8 @@ def analyze(
     print_summary(trace, s)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    written += save_figure(plot_layer_head_grid(trace, stream=s), out / f"grid_{s}", formats=tuple(fmt))
-    written += save_figure(plot_layer_means(trace, stream=s), out / f"layer_means_{s}", formats=tuple(fmt))
+    written += save_figure(layer_head_grid(trace, stream=s), out / f"grid_{s}", formats=tuple(fmt))
+    written += save_figure(layer_means(trace, stream=s), out / f"layer_means_{s}", formats=tuple(fmt))
     if save_trace:
         written.append(trace.save(out / "trace.safetensors"))
     for p in written:

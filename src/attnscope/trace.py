@@ -357,6 +357,9 @@ class AttentionTrace:
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata=header)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
