@@ -26,8 +26,14 @@ SUBCOMMAND_GROUPS: list[tuple[str, str, str]] = [
 # Plain commands defined in other modules: (module, function name, command name).
 EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     # --- extra commands (one line each) ---
+    ("attnscope.render.cli", "report", "report"),
     ("attnscope.server.cli", "serve", "serve"),
     ("attnscope.corpus.cli", "corpus", "corpus"),
+    ("attnscope.attribution.cli", "explain", "explain"),
+    ("attnscope.attribution.cli", "ablate", "ablate"),
+    ("attnscope.attribution.cli", "probe", "probe"),
+    ("attnscope.attribution.cli", "counterfactual", "counterfactual"),
+    ("attnscope.attribution.cli", "dropout", "dropout"),
 ]
 
 

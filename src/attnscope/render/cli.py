@@ -1,0 +1,42 @@
+"""`attnscope report`: a self-contained HTML report (and, with --figures, every figure as PNG/SVG/PDF)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputError
+
+
+def report(
+    text: Optional[str] = typer.Argument(None, help="Text to analyse (captured with --model). Omit when using --trace."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="A saved trace (.safetensors) instead of TEXT."),
+    out: Path = typer.Option(..., "--out", help="Output directory; report.html is written there."),
+    model: str = typer.Option("minilm", "--model", help="Model for TEXT: a catalogue name, a local path or a hub id."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target text for encoder-decoder models."),
+    title: Optional[str] = typer.Option(None, "--title", help="Report title."),
+    figures: bool = typer.Option(False, "--figures", help="Also save every figure as PNG, SVG and PDF under OUT/figures."),
+) -> None:
+    """Write one offline HTML report (figures, head statistics and roles, rollout, metadata) for TEXT or --trace."""
+    from ..trace import AttentionTrace
+    from .report import write_report
+
+    if (text is None) == (trace is None):
+        raise InputError("give either TEXT or --trace FILE (not both, not neither)")
+    if trace is not None:
+        t = AttentionTrace.load(trace)
+    else:
+        from ..capture import capture
+        from ..models import load_model
+
+        kwargs = {"target": target} if target is not None else {}
+        t = capture(load_model(model), text, mode="full", **kwargs)
+    path = write_report(t, out, title)
+    typer.echo(f"report: {path}")
+    if figures:
+        from .gallery import save_gallery
+
+        written = save_gallery(t, Path(out) / "figures")
+        typer.echo(f"figures: {len(written)} files under {Path(out) / 'figures'}")
