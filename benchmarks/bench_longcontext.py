@@ -1,0 +1,92 @@
+"""SmolLM2 at long context: time and memory of attnscope's capture vs the plain SDPA forward.
+
+    python benchmarks/bench_longcontext.py [--tokens 8192] [--layers 0,15,29] [--threads 2]
+
+Each case runs in a fresh subprocess so that its peak RSS (resource.getrusage ru_maxrss) is its own;
+"extra" is peak RSS minus the RSS after loading the model. Cases:
+  plain      SDPA forward (use_cache=False), the limit
+  stats_topk capture(mode=["stats","topk"], layers=LAYERS) (all 9 heads of those layers)
+  stats_all  capture(mode="stats") of every layer and head
+  full_head  capture(mode="full", layers=[L], heads=[H]): one full (N x N) head
+  pooled     pooled_overview(layers=LAYERS, grid=64): 64 x 64 max/mean tiles per head
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def _text(n_tokens: int, lm) -> str:
+    from attnscope.datasets import load_bbc
+
+    parts, total = [], 0
+    for x in load_bbc():
+        parts.append(x.text)
+        total += len(lm.tokenizer(x.text)["input_ids"])
+        if total > n_tokens + 200:
+            break
+    ids = lm.tokenizer(" ".join(parts))["input_ids"][: n_tokens]
+    return lm.tokenizer.decode(ids)
+
+
+def _case(name: str, n_tokens: int, layers: list[int], threads: int) -> dict:
+    import psutil
+    import torch
+
+    from attnscope.capture import capture
+    from attnscope.capture.api import _forward
+    from attnscope.corpus.longcontext import pooled_overview
+    from attnscope.models import load_model
+
+    torch.set_num_threads(threads)
+    lm = load_model("smollm2")
+    text = _text(n_tokens, lm)
+    n = len(lm.tokenizer(text)["input_ids"])
+    base = psutil.Process().memory_info().rss
+    t0 = time.perf_counter()
+    if name == "plain":
+        _forward(lm, lm.tokenizer(text, return_tensors="pt"))
+    elif name == "stats_topk":
+        capture(lm, text, mode=["stats", "topk"], layers=layers)
+    elif name == "stats_all":
+        capture(lm, text, mode="stats")
+    elif name == "full_head":
+        capture(lm, text, mode="full", layers=[layers[-1]], heads=[0])
+    elif name == "pooled":
+        pooled_overview(lm, text, layers=layers, grid=64)
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"case": name, "tokens": n, "seconds": round(dt, 2), "extra_gib": round((peak - base) / 2**30, 3),
+            "model_rss_gib": round(base / 2**30, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=8192)
+    ap.add_argument("--layers", default="0,15,29")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cases", default="plain,stats_topk,full_head,pooled,stats_all")
+    ap.add_argument("--case", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    layers = [int(x) for x in args.layers.split(",")]
+    if args.case:
+        print(json.dumps(_case(args.case, args.tokens, layers, args.threads)), flush=True)
+        return
+    results = {}
+    for case in args.cases.split(","):
+        r = subprocess.run([sys.executable, __file__, "--case", case, "--tokens", str(args.tokens), "--layers",
+                            args.layers, "--threads", str(args.threads)], capture_output=True, text=True)
+        line = [x for x in r.stdout.splitlines() if x.startswith("{")]
+        results[case] = json.loads(line[-1]) if line else {"case": case, "error": r.stderr[-500:]}
+        if "plain" in results and "seconds" in results[case]:
+            results[case]["ratio"] = round(results[case]["seconds"] / results["plain"]["seconds"], 2)
+        print(json.dumps(results[case]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
