@@ -1,0 +1,255 @@
+"""CLI commands of attnscope.attribution: `attnscope explain`, `attnscope ablate`, `attnscope probe`,
+`attnscope counterfactual`, `attnscope dropout` (registered as plain commands in attnscope/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+
+console = Console()
+
+MODEL_HELP = "Catalogue name (minilm, smollm2), local directory or hub id."
+TASK_HELP = ("classify: sequence-classification head (a *random* head when the checkpoint has none, e.g. "
+             "minilm — seeded by --seed); lm: language-model head; auto: classify for encoders, lm for decoders.")
+
+
+def load_for_task(model: str, task: str = "auto", seed: int = 0):
+    """Load ``model`` with the head the task needs (classification head for encoders by default)."""
+    import torch
+    import transformers as tf
+
+    from ..models import CATALOGUE, load_model
+
+    if task not in ("auto", "classify", "lm"):
+        raise InputError(f"--task must be auto, classify or lm, got {task!r}")
+    entry = CATALOGUE.get(model)
+    if task == "auto":
+        task = "lm" if entry is not None and entry.kind == "causal" else "classify"
+        if entry is None:
+            cfg = tf.AutoConfig.from_pretrained(model)
+            arch = (getattr(cfg, "architectures", None) or [""])[0]
+            task = "lm" if arch.endswith("ForCausalLM") or "LMHead" in arch else "classify"
+    torch.manual_seed(seed)
+    cls = tf.AutoModelForSequenceClassification if task == "classify" else tf.AutoModelForCausalLM
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm = load_model(model, model_class=cls)
+    return lm
+
+
+def _texts(texts: list[str] | None, file: Path | None) -> list[str]:
+    out = list(texts or [])
+    if file is not None:
+        if not file.is_file():
+            raise InputError(f"--file {file}: no such file")
+        out += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not out:
+        raise InputError("give texts with --text (repeatable) or --file (one per line)")
+    return out
+
+
+def _heads(spec: list[str] | None) -> list[tuple[int, int]]:
+    out = []
+    for s in spec or []:
+        try:
+            layer, head = s.split(":")
+            out.append((int(layer), int(head)))
+        except ValueError:
+            raise InputError(f"--zero {s!r}: write heads as LAYER:HEAD, e.g. 5:3") from None
+    return out
+
+
+def explain(
+    text: str = typer.Argument(..., help="The input text."),
+    model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
+    task: str = typer.Option("auto", help=TASK_HELP),
+    methods: str = typer.Option("all", help="Comma-separated: attention, rollout, attn_x_grad, chefer, "
+                                "integrated_gradients, occlusion, lime, shapley (or 'all')."),
+    target: Optional[str] = typer.Option(None, help="Target class index/label or (LM) token; default: the prediction."),
+    ig_steps: int = typer.Option(32, help="Integrated-gradients steps."),
+    samples: int = typer.Option(32, help="LIME samples (Shapley uses samples/8 permutations)."),
+    top_k: int = typer.Option(3, "--top-k", help="k of the top-k overlap."),
+    faithful: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="Deletion/insertion curves + AOPC."),
+    out: Path = typer.Option(Path("attnscope-explain"), "--out", "-o", help="Output directory (PNG + JSON)."),
+    seed: int = typer.Option(0, help="Seed (random heads, sampling)."),
+) -> None:
+    """Explain one prediction: attention, rollout, attention×gradient, Chefer relevancy and Captum
+    attributions side by side, their agreement (Spearman, Kendall, top-k) and faithfulness (AOPC)."""
+    from .agreement import ALL_METHODS, explain as run_explain
+    from .faithfulness import faithfulness
+    from .plots import plot_explanation, plot_faithfulness
+
+    lm = load_for_task(model, task, seed=seed)
+    chosen = list(ALL_METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    tgt: int | str | None = int(target) if target is not None and target.lstrip("-").isdigit() else target
+    e = run_explain(lm, text, chosen, target=tgt, ig_steps=ig_steps, n_samples=samples, k=top_k, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_explanation(e, out / "explain.png")
+    result = e.to_dict()
+    if faithful:
+        f = faithfulness(lm, text, e.scores, target=e.target)
+        plot_faithfulness(f, out / "faithfulness.png")
+        result["faithfulness"] = f.to_dict()
+    (out / "explain.json").write_text(json.dumps(result, indent=1))
+    console.print(f"target [bold]{e.target_label}[/bold] (p={e.probability:.3f}); tokens: {len(e.tokens)}")
+    table = Table("a", "b", "spearman", "kendall", f"top-{top_k}")
+    for r in e.agreement:
+        table.add_row(r["a"], r["b"], f"{r['spearman']:.3f}", f"{r['kendall']:.3f}", f"{r['topk_overlap']:.2f}")
+    console.print(table)
+    if faithful:
+        console.print("AOPC deletion: " + ", ".join(f"{m}={v:.4f}" for m, v in result["faithfulness"]["aopc"]["deletion"].items()))
+    console.print(f"wrote {out / 'explain.png'}, {out / 'explain.json'}")
+
+
+def ablate(
+    text: Optional[List[str]] = typer.Option(None, "--text", "-t", help="A text (repeatable)."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Texts, one per line."),
+    model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
+    task: str = typer.Option("auto", help=TASK_HELP),
+    method: str = typer.Option("both", help="ablation, gradient or both (Michel et al. 2019)."),
+    zero: Optional[List[str]] = typer.Option(None, "--zero", help="Only zero these heads (LAYER:HEAD, repeatable) "
+                                             "and report the prediction change per text."),
+    out: Path = typer.Option(Path("attnscope-ablate"), "--out", "-o", help="Output directory (PNG + JSON)."),
+    seed: int = typer.Option(0, help="Seed for a random classification head."),
+) -> None:
+    """Head importance over texts by ablation and/or gradient, as layer × head heatmaps; or, with --zero,
+    the prediction change (KL, probability shift, logit difference) of removing given heads."""
+    from .ablation import head_importance
+    from .interventions import ZeroHeads, intervene
+    from .plots import plot_head_heatmap
+
+    lm = load_for_task(model, task, seed=seed)
+    texts = _texts(text, file)
+    out.mkdir(parents=True, exist_ok=True)
+    if zero:
+        heads = _heads(zero)
+        table = Table("text", "KL", "prob shift", "logit diff", "flipped")
+        rows = []
+        for t in texts:
+            r = intervene(lm, t, [ZeroHeads(heads)])
+            rows.append({k: v for k, v in r.items() if k != "tokens"} | {"text": t})
+            table.add_row(t[:50], f"{r['kl']:.4g}", f"{r['prob_shift']:+.4f}", f"{r['logit_diff']:+.4f}", str(r["flipped"]))
+        console.print(table)
+        (out / "zero_heads.json").write_text(json.dumps(rows, indent=1))
+        return
+    methods = ["ablation", "gradient"] if method == "both" else [method]
+    result = {}
+    for m in methods:
+        hs = head_importance(lm, texts, method=m)
+        metric = "kl" if m == "ablation" else "gradient"
+        plot_head_heatmap(hs[metric], out / f"heads_{m}.png", title=f"{lm.name}: head importance by {m} ({metric}, "
+                          f"{len(texts)} texts)", label=metric)
+        result[m] = hs.to_dict()
+        best = sorted(hs.rows(), key=lambda r: -r[metric])[:5]
+        console.print(f"[bold]{m}[/bold] top heads: " + ", ".join(f"L{r['layer']}H{r['head']}={r[metric]:.3g}" for r in best))
+        console.print(f"wrote {out / f'heads_{m}.png'}")
+    (out / "head_importance.json").write_text(json.dumps(result, indent=1))
+
+
+def probe(
+    group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="NAME=word1,word2 (repeatable); "
+                                              "default he/she/they."),
+    template: Optional[List[str]] = typer.Option(None, "--template", help="Sentence with {} for the group word "
+                                                 "(repeatable); default: built-in occupation templates."),
+    direction: str = typer.Option("to", help="to: attention paid to the group word; from: attention from it "
+                                  "to --attribute words."),
+    attribute: Optional[List[str]] = typer.Option(None, "--attribute", help="Attribute words for --direction from."),
+    model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
+    out: Path = typer.Option(Path("attnscope-probe"), "--out", "-o", help="Output directory (PNG + JSON)."),
+) -> None:
+    """Bias probe: attention to/from word groups across templated sentences, Welch's t-test and Hedges' g.
+    Attention weights alone are not evidence of model bias."""
+    from ..models import load_model
+    from .bias import NOTE, bias_probe
+    from .plots import plot_bias
+
+    groups = None
+    if group:
+        groups = {}
+        for g in group:
+            if "=" not in g:
+                raise InputError(f"--group {g!r}: write NAME=word1,word2")
+            name, ws = g.split("=", 1)
+            groups[name.strip()] = [w.strip() for w in ws.split(",") if w.strip()]
+    lm = load_model(model)
+    r = bias_probe(lm, groups, template or None, direction=direction, attribute_words=attribute or None)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_bias(r, out / "probe.png")
+    (out / "probe.json").write_text(json.dumps(r.to_dict(), indent=1))
+    table = Table("a", "b", "mean a", "mean b", "t", "p", "Hedges g")
+    for t in r.tests:
+        table.add_row(t["a"], t["b"], f"{t['mean_a']:.4f}", f"{t['mean_b']:.4f}", f"{t['t']:.2f}", f"{t['p']:.3g}",
+                      f"{t['hedges_g']:.2f}")
+    console.print(table)
+    console.print(f"[italic]{NOTE}[/italic]")
+    console.print(f"wrote {out / 'probe.png'}")
+
+
+def counterfactual(
+    text: str = typer.Argument(..., help="The original text."),
+    alternative: Optional[List[str]] = typer.Option(None, "--alt", "-a", help="A counterfactual text (repeatable); "
+                                                    "without any, every word is masked in turn."),
+    mode: str = typer.Option("mask", help="Per-word edit without --alt: mask, replace or delete."),
+    replacement: Optional[str] = typer.Option(None, help="Replacement word for --mode replace."),
+    model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
+    task: str = typer.Option("auto", help=TASK_HELP),
+    out: Path = typer.Option(Path("attnscope-counterfactual"), "--out", "-o", help="Output directory."),
+    seed: int = typer.Option(0, help="Seed for a random classification head."),
+) -> None:
+    """Token interventions (mask/replace/delete each word, all its sub-tokens) ranked by prediction change,
+    or user-given counterfactual texts compared with the original (KL, probability shift, attention MSE/KL)."""
+    from .counterfactual import compare_counterfactuals, token_interventions
+    from .plots import plot_token_effects
+
+    lm = load_for_task(model, task, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    if alternative:
+        rows = compare_counterfactuals(lm, text, alternative)
+        labels = [{**r, "word": r["text"][:40]} for r in rows]
+    else:
+        rows = token_interventions(lm, text, mode=mode, replacement=replacement)
+        labels = rows
+    plot_token_effects(labels, out / "counterfactual.png", title=f"{lm.name}: effect on the prediction and attention")
+    (out / "counterfactual.json").write_text(json.dumps(rows, indent=1))
+    table = Table("edit", "KL", "prob shift", "attention MSE", "attention KL")
+    for r in labels:
+        table.add_row(r["word"], f"{r['kl']:.4g}", f"{r['prob_shift']:+.4f}", f"{r['attention_mse']:.3g}",
+                      f"{r['attention_kl']:.3g}")
+    console.print(table)
+    console.print(f"wrote {out / 'counterfactual.png'}")
+
+
+def dropout(
+    text: str = typer.Argument(..., help="The input text."),
+    runs: int = typer.Option(20, help="Number of dropout runs."),
+    p: Optional[float] = typer.Option(None, help="Attention dropout rate (default: the model's own)."),
+    which: str = typer.Option("used", help="used (after attention dropout) or softmax (before)."),
+    model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
+    out: Path = typer.Option(Path("attnscope-dropout"), "--out", "-o", help="Output directory."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """MC-dropout consistency of attention: mean/std/CV maps and pairwise correlation of runs."""
+    import numpy as np
+
+    from ..models import load_model
+    from .dropout import dropout_consistency
+    from .plots import plot_dropout
+
+    lm = load_model(model)
+    r = dropout_consistency(lm, text, n_runs=runs, p=p, which=which, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_dropout(r, out / "dropout.png")
+    (out / "dropout.json").write_text(json.dumps({"pairwise_correlations": r.pairwise_correlations.tolist(),
+                                                  "head_cv": r.head_cv().tolist(), "rates": r.rates,
+                                                  "layers": r.layers, "tokens": r.tokens}, indent=1))
+    c = r.pairwise_correlations
+    console.print(f"{runs} runs: pairwise correlation mean {np.mean(c):.3f} (min {np.min(c):.3f}); "
+                  f"mean CV {r.head_cv().mean():.3f}; wrote {out / 'dropout.png'}")
