@@ -21,6 +21,7 @@ app = typer.Typer(
 # is a bug and must fail loudly, so nothing here is optional.
 SUBCOMMAND_GROUPS: list[tuple[str, str, str]] = [
     # --- sub-command groups (one line each) ---
+    ("attnscope.tasks.cli", "app", "tasks"),
     ("attnscope.seq2seq.cli", "app", "seq2seq"),
 ]
 # Plain commands defined in other modules: (module, function name, command name).

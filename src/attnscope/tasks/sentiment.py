@@ -401,25 +401,14 @@ def _rollout_from_cls(trace) -> np.ndarray:
     return np.asarray(run_analysis("rollout", trace).final[0], dtype=float)  # row of [CLS]: (N,)
 
 
-def integrated_gradients(lm: LoadedModel, input_ids: torch.Tensor, target: int, n_steps: int = 32):
-    """Integrated gradients (Sundararajan et al. 2017) w.r.t. the word embeddings, baseline = [PAD] for
-    every non-special token, via Captum's LayerIntegratedGradients. Returns ((N,) signed, delta)."""
-    from captum.attr import LayerIntegratedGradients
+def integrated_gradients(lm: LoadedModel, text: str, target: int, n_steps: int = 32) -> tuple[np.ndarray, float, list[str]]:
+    """Integrated gradients (Sundararajan et al. 2017) of the ``target`` logit w.r.t. the word embeddings,
+    by :func:`attnscope.attribution.captum_methods.captum_attributions` (Captum; [PAD] baseline, special
+    tokens kept). Returns ((N,) signed attributions, convergence delta, tokens)."""
+    from ..attribution.captum_methods import captum_attributions
 
-    model = lm.model
-    tok = lm.tokenizer
-    special = torch.tensor(tok.get_special_tokens_mask(input_ids[0].tolist(), already_has_special_tokens=True),
-                           dtype=torch.bool)
-    baseline = input_ids.clone()
-    baseline[0, ~special] = tok.pad_token_id if tok.pad_token_id is not None else 0
-
-    def forward(ids):
-        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-
-    lig = LayerIntegratedGradients(forward, model.get_input_embeddings())
-    attr, delta = lig.attribute(input_ids, baselines=baseline, target=target, n_steps=n_steps,
-                                return_convergence_delta=True)
-    return attr.sum(-1)[0].detach().double().numpy(), float(delta.abs().max())  # (N,)
+    out = captum_attributions(lm, text, ("integrated_gradients",), target=target, ig_steps=n_steps)
+    return np.asarray(out["scores"]["integrated_gradients"], float), float(out["ig_delta"]), list(out["tokens"])
 
 
 def explain_text(lm: LoadedModel, text: str, n_steps: int = 32) -> Explanation:
@@ -435,7 +424,10 @@ def explain_text(lm: LoadedModel, text: str, n_steps: int = 32) -> Explanation:
         probs = torch.softmax(lm.model(input_ids=ids).logits.float(), -1)[0]
     pred = int(probs.argmax())
     roll = _rollout_from_cls(trace)
-    ig, delta = integrated_gradients(lm, ids, pred, n_steps)
+    ig, delta, ig_tokens = integrated_gradients(lm, text, pred, n_steps)
+    if len(ig_tokens) != len(trace.tokens["input"]):
+        raise InputError(f"integrated gradients saw {len(ig_tokens)} tokens but the capture {len(trace.tokens['input'])}; "
+                         "shorten the text")
     special = trace.tokens["input"].special
     content = ~np.array(special, bool)
 
