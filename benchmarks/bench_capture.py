@@ -18,8 +18,7 @@ import time
 
 import torch
 
-from attnscope.capture.api import (_capture_encoded, _encode, _run_eager, _run_fast, _stats_from_maps,
-                                   attention_implementation, resolve_selection)
+from attnscope.capture.api import _run_eager, _run_fast, _stats_from_maps, resolve_selection
 from attnscope.datasets import load_bbc, load_tweets
 from attnscope.models import load_model
 
