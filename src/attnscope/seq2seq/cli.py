@@ -110,7 +110,7 @@ def compare(
     doc: Path = typer.Option(Path("docs/seq2seq.md"), help="markdown file whose result sections are replaced"),
     img_dir: Path = typer.Option(Path("docs/seq2seq"), help="where the plots go"),
     steps: int = typer.Option(1500, help="optimizer steps per seq2seq run (the budget)"),
-    classifier_seconds: float = typer.Option(120.0, help="training budget per classifier run, seconds"),
+    classifier_seconds: float = typer.Option(120.0, help="training budget per classifier run, CPU seconds"),
     seed: int = typer.Option(0),
 ) -> None:
     """Run comparison experiments (each run in a fresh process) and write tables + plots into DOC."""

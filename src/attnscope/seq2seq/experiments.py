@@ -115,7 +115,9 @@ def plot_heads(weights: Any, tokens: list[str], path: str | Path, title: str = "
         ax.set_yticklabels(tokens, fontsize=8)
         ax.set_title(f"head {i}", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,12 +151,19 @@ def run_isolated(spec: dict[str, Any], log: Callable[[str], None] = print) -> di
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"experiment run {spec.get('name')} failed:\n{proc.stderr[-3000:]}")
-        return json.loads(op.read_text())
+        result = json.loads(op.read_text())
+    if _RAW_DIR[0] is not None:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(spec.get("name", spec["kind"])))
+        (_RAW_DIR[0] / f"{name}.json").write_text(json.dumps({"spec": spec, "result": result}, indent=1))
+    return result
+
+
+_RAW_DIR: list[Path | None] = [None]
 
 
 def _train_spec(name: str, steps: int, seed: int, **kw: Any) -> dict[str, Any]:
-    base = {"task": "dates", "steps": steps, "epochs": 1000, "eval_every": max(100, steps // 6), "patience": 100,
-            "target_exact_match": 1.01, "n_train": 10_000, "n_dev": 300, "n_test": 1000, "seed": seed}
+    base = {"task": "dates", "steps": steps, "epochs": 1000, "eval_every": max(100, steps // 2), "patience": 100,
+            "target_exact_match": 1.01, "n_train": 10_000, "n_dev": 200, "n_test": 1000, "seed": seed}
     base.update(kw.pop("train", {}))
     return {"kind": "seq2seq", "name": name, "train": base, **kw}
 
@@ -171,15 +180,15 @@ def exp_scores(img: Path, steps: int, seed: int, log: Callable[[str], None]) -> 
         r = run_isolated(_train_spec(att, steps, seed, train={"attention": att},
                                      alignment_png=str(img / f"scores_{att}_alignment.png")), log)
         m = r["metrics"]
-        groups[att] = {"em": m["test_exact_match"], "bleu": m["test_bleu"], "sec": m["train_seconds"],
+        groups[att] = {"em": m["test_exact_match"], "bleu": m["test_bleu"], "sec": m["train_cpu_seconds"],
                        "mem": m["rss_increase_mb"], "ent": m["test_entropy"]}
-        rows.append(f"| {att} | {_fmt(m['test_exact_match'])} | {m['test_bleu']:.1f} | {m['train_seconds']:.0f} | "
+        rows.append(f"| {att} | {_fmt(m['test_exact_match'])} | {m['test_bleu']:.1f} | {m['train_cpu_seconds']:.0f} | "
                     f"{m['rss_increase_mb']:.0f} / {r['peak_rss_mb']:.0f} | {_fmt(m['test_entropy'])} | "
                     f"{_fmt(m['test_max_weight'])} | {m['parameters']:,} |")
-    plot = plot_bars(groups, [("em", "exact match"), ("bleu", "BLEU (char)"), ("sec", "training seconds"),
+    plot = plot_bars(groups, [("em", "exact match"), ("bleu", "BLEU (char)"), ("sec", "training CPU seconds"),
                               ("mem", "RSS increase (MB)"), ("ent", "attention entropy (nats)")],
                      img / "scores.png", title=f"dates task, {steps} steps each")
-    return ("| attention | exact match | BLEU (char) | train s | RSS increase / peak MB | entropy (nats) | "
+    return ("| attention | exact match | BLEU (char) | train CPU s | RSS increase / peak MB | entropy (nats) | "
             "max weight | parameters |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) +
             f"\n\n![scores]({_rel(plot)})\n\n" + "".join(f"![{a}]({_rel(img / f'scores_{a}_alignment.png')}) " for a in groups))
 
@@ -191,7 +200,8 @@ def exp_lengths(img: Path, steps: int, seed: int, log: Callable[[str], None]) ->
     series, rows, labels = {}, [], None
     for att in ("bahdanau", "luong-general"):
         r = run_isolated(_train_spec(att, steps, seed, buckets=buckets,
-                                     train={"task": "svo-sov", "attention": att, "task_options": {"max_clauses": 3}},
+                                     train={"task": "svo-sov", "attention": att, "n_test": 600,
+                                            "task_options": {"max_clauses": 3}},
                                      alignment_png=str(img / f"lengths_{att}_alignment.png")), log)
         labels = [b["bucket"] for b in r["buckets"]]
         series[att] = {k: [b[k] for b in r["buckets"]] for k in ("bleu", "entropy", "exact_match")}
@@ -230,31 +240,31 @@ def exp_heads(img: Path, steps: int, seed: int, log: Callable[[str], None]) -> s
     rows, groups = [], {}
     for h in (1, 2, 4):
         r = run_isolated(_train_spec(f"multihead x{h}", steps, seed,
-                                     train={"task": "svo-sov", "attention": "multihead", "heads": h},
+                                     train={"task": "svo-sov", "attention": "multihead", "heads": h, "n_test": 500},
                                      alignment_png=str(img / f"heads{h}_head{{head}}.png")), log)
         m = r["metrics"]
         groups[f"{h} head{'s' if h > 1 else ''}"] = {"em": m["test_exact_match"], "bleu": m["test_bleu"], "ent": m["test_entropy"]}
         rows.append(f"| {h} | {_fmt(m['test_exact_match'])} | {m['test_bleu']:.1f} | {_fmt(m['test_entropy'])} | "
-                    f"{_fmt(m['test_max_weight'])} | {m['train_seconds']:.0f} |")
+                    f"{_fmt(m['test_max_weight'])} | {m['train_cpu_seconds']:.0f} |")
     plot = plot_bars(groups, [("em", "exact match"), ("bleu", "BLEU"), ("ent", "mean head entropy (nats)")],
                      img / "heads.png", title=f"multi-head cross attention, SVO->SOV, {steps} steps")
-    return ("| heads | exact match | BLEU | entropy (nats, mean over heads) | max weight | train s |\n|---|---|---|---|---|---|\n" +
+    return ("| heads | exact match | BLEU | entropy (nats, mean over heads) | max weight | train CPU s |\n|---|---|---|---|---|---|\n" +
             "\n".join(rows) + f"\n\n![heads]({_rel(plot)})\n\n" +
             " ".join(f"![head {i}]({_rel(img / f'heads4_head{i}.png')})" for i in range(4)))
 
 
 def exp_classifier(img: Path, seconds: float, seed: int, log: Callable[[str], None]) -> str:
     rows = []
-    example = "I absolutely love the new update, the graphics are amazing but the servers keep crashing"
+    example = "I love the new update but the servers keep crashing"
     for h in (1, 4):
         r = run_isolated({"kind": "classifier", "name": f"classifier x{h}", "heads": h, "max_seconds": seconds,
                           "epochs": 5, "seed": seed, "heads_png": str(img / f"classifier_heads{h}.png"),
                           "example": example}, log)
         m = r["metrics"]
         ent = ", ".join(f"{x:.2f}" for x in m["head_entropy"])
-        rows.append(f"| {h} | {_fmt(m['accuracy'])} | {_fmt(m['macro_f1'])} | {m['steps']} | {m['train_seconds']:.0f} | "
+        rows.append(f"| {h} | {_fmt(m['accuracy'])} | {_fmt(m['macro_f1'])} | {m['steps']} | {m['train_cpu_seconds']:.0f} | "
                     f"{r['peak_rss_mb']:.0f} | {ent} |")
-    return ("| heads | accuracy | macro-F1 | steps | train s | peak RSS MB | per-head entropy (nats) |\n"
+    return ("| heads | accuracy | macro-F1 | steps | train CPU s | peak RSS MB | per-head entropy (nats) |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows) +
             f"\n\n![1 head]({_rel(img / 'classifier_heads1.png')})\n\n![4 heads]({_rel(img / 'classifier_heads4.png')})")
 
@@ -295,6 +305,8 @@ def run_experiments(names: list[str], doc: Path, img_dir: Path, steps: int, clas
     img_dir.mkdir(parents=True, exist_ok=True)
     for n in names:
         log(f"experiment {n}")
+        _RAW_DIR[0] = img_dir / "runs" / n
+        _RAW_DIR[0].mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         if n == "classifier":
             body = exp_classifier(img_dir, classifier_seconds, seed, log)
