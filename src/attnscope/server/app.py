@@ -47,6 +47,11 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        import torch
+
+        previous_threads = torch.get_num_threads()
+        if config.torch_threads:  # process-wide; restored at shutdown
+            torch.set_num_threads(config.torch_threads)
         state.worker.start()
         if config.preload and config.model not in state.models:
             await state.worker.run(lambda: state.model(config.model), timeout=None)
@@ -54,6 +59,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             yield
         finally:
             state.worker.stop()
+            torch.set_num_threads(previous_threads)
 
     app = FastAPI(title="attnscope", version="1",
                   description="Capture, analyse and visualise attention in Transformer models. "

@@ -17,6 +17,8 @@ def serve(
     max_batch: int = typer.Option(64, help="Most texts in one /v1/batch request."),
     queue_size: int = typer.Option(8, help="Requests that may wait for the model (429 beyond)."),
     timeout: float = typer.Option(120.0, help="Per-request timeout in seconds (504 beyond)."),
+    threads: int = typer.Option(0, help="torch threads for inference (0: torch's default). On a busy machine 1 "
+                                        "avoids thread oversubscription."),
 ) -> None:
     """Serve the attention explorer (open http://HOST:PORT/) and the REST API (/v1, docs at /docs)."""
     import uvicorn
@@ -28,7 +30,8 @@ def serve(
 
     allowed = list(CATALOGUE) + [m for m in (allow_model or []) if m not in CATALOGUE]
     config = ServerConfig(model=model, host=host, port=port, allowed_models=allowed, max_text_chars=max_text_chars,
-                          max_batch=max_batch, queue_size=queue_size, timeout_s=timeout)
+                          max_batch=max_batch, queue_size=queue_size, timeout_s=timeout,
+                          torch_threads=threads or None)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.secho(f"warning: binding {host}: the explorer and API are reachable from other machines",
                     fg=typer.colors.YELLOW, err=True)

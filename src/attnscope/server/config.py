@@ -31,6 +31,7 @@ class ServerConfig:
     timeout_s: float = 120.0  # per request, waiting + running (504 after)
     trace_cache_bytes: int = 256 << 20  # explorer traces kept in memory (attnscope.cache.ResultCache, LRU)
     max_loaded_models: int = 2
+    torch_threads: int | None = None  # torch intra-op threads while serving (None: leave torch's default)
     allow_conversion: bool = False  # catalogue models that need a one-time conversion: convert on request?
 
     def allowed(self) -> list[str]:
