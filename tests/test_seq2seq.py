@@ -215,3 +215,19 @@ def test_classifier_shapes_padding_and_trace(tmp_path) -> None:  # noqa: ANN001
     assert label in ("neg", "pos") and tr.streams == ["self"] and tr.weights().shape == (1, 2, 3, 3)
     back = AttentionTrace.load(tr.save(tmp_path / "c.safetensors"))
     assert back.tokens["input"].text == ["good", "movie", "!"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 4), s=st.integers(1, 9), seed=st.integers(0, 10_000), scale=st.floats(0.01, 50.0))
+def test_masked_softmax_property(b: int, s: int, seed: int, scale: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(b, s, generator=g) * scale
+    lengths = torch.randint(1, s + 1, (b,), generator=g)
+    mask = torch.arange(s)[None] < lengths[:, None]  # (B, S)
+    p = masked_softmax(scores, mask)
+    assert torch.all(p[~mask] == 0.0) and torch.all(p >= 0)
+    torch.testing.assert_close(p.sum(-1), torch.ones(b))
