@@ -434,3 +434,7 @@ class AttentionTrace:
             esize = w.element_size() if isinstance(w, torch.Tensor) else 2
             total += math.prod(w.shape) * esize
         return total
+
+    def _repr_html_(self) -> str:
+        from .render.notebook import trace_html
+        return trace_html(self)

@@ -234,7 +234,10 @@
         try { this.analysisNames = (await this.src.analyses()).map((a) => a.name); } catch (e) { this.analysisNames = []; }
       } else {
         this.analysisNames = [];
-        await this.load(await this.src.trace());
+        const summary = await this.src.trace();
+        const texts = Object.entries(summary.texts || {}).map(([k, v]) => `${k}: ${v}`).join("  ·  ");
+        this.root.insertBefore(el("header", {}, el("h1", { text: "attnscope" }), el("span", { class: "hint", text: `${summary.model || "trace"} — ${texts}` })), this.status);
+        await this.load(summary);
       }
       return this;
     }
@@ -571,7 +574,7 @@
         const toks = st.query_tokens;
         g.token_ids.forEach((_, i) => {
           const tr = el("tr", { class: +this.step.value === i ? "sel" : "" }, el("td", { text: String(i) }), el("td", { class: "role", text: toks[g.prompt_length + i] }),
-            el("td", { text: fmt(g.token_probs[i]) }), el("td", { text: fmt(g.step_entropies[i]) }));
+            el("td", { text: g.token_probs[i] < 0.001 ? Number(g.token_probs[i]).toExponential(1) : fmt(g.token_probs[i]) }), el("td", { text: fmt(g.step_entropies[i]) }));
           tr.addEventListener("click", () => { this.step.value = i; this.onStep(); });
           tb.append(tr);
         });
@@ -588,6 +591,7 @@
       // the row that *produced* token i is the position before it (its query predicted it)
       this.focus = qi !== null && qi >= 0 && qi < st.query_tokens.length ? qi : null;
       this.stepOut.textContent = `${i + 1}/${g.token_ids.length}: ${st.query_tokens[g.prompt_length + i] || ""}`;
+      this.stepOut.title = this.focus !== null ? `lines of the query that produced it: ${st.query_tokens[this.focus]} (position ${this.focus})` : "";
       if (this.view === "model" || this.view === "rollout") this.setView("head"); else this.render();
       this.renderStats();
     }
