@@ -197,13 +197,17 @@
       this.tabs = el("div", { class: "tabs", role: "group", "aria-label": "view" });
       for (const [v, label] of [["model", "Model view"], ["head", "Head view"], ["heatmap", "Heatmap"], ["rollout", "Rollout"]])
         this.tabs.append(el("button", { type: "button", "data-view": v, "aria-pressed": String(v === this.view), text: label, on: { click: () => this.setView(v) } }));
+      this.scaleSel = el("select", { id: "scale", "aria-label": "colour scale", on: { change: () => { this.scale = this.scaleSel.value; this.render(); } } },
+        el("option", { value: "auto" }, "auto"), el("option", { value: "absolute" }, "absolute weight"), el("option", { value: "row" }, "÷ row max"));
+      this.scale = "auto";
       this.stepBox = el("span", { class: "gen", hidden: true });
       this.step = el("input", { id: "step", type: "range", min: 0, max: 0, value: 0, "aria-label": "generated token", on: { input: () => this.onStep() } });
       this.stepOut = el("output", { id: "step-token" });
       this.stepBox.append(el("span", { class: "hint", text: "step" }), this.step, this.stepOut);
       this.bar = el("div", { class: "bar", hidden: true },
         el("label", {}, "stream", this.streamSel), el("label", {}, "layer", this.layerSel),
-        el("label", {}, "heads (several = side by side)", this.headBox), this.tabs, this.stepBox);
+        el("label", {}, "heads (several = side by side)", this.headBox), this.tabs,
+        el("label", { title: "colours of heatmaps; hover always shows the exact weight" }, "colour scale", this.scaleSel), this.stepBox);
       this.viewEl = el("div", { class: "view", id: "view" });
       this.side = el("aside", { class: "side", id: "stats" });
       this.mainEl = el("div", { class: "main", hidden: true }, this.viewEl, this.side);
@@ -456,7 +460,15 @@
       c.style.width = W + "px"; c.style.height = Hh + "px";
       const ctx = c.getContext("2d");
       ctx.scale(dpr, dpr); ctx.imageSmoothingEnabled = false;
-      ctx.drawImage(paint(data, nq, nk, false), pad, padTop, nk * cellPx, nq * cellPx);
+      const rowScale = this.scale === "row" || (this.scale === "auto" && nk > 64);
+      let shown = data;
+      if (rowScale) {  // long inputs: weights near 1/N are invisible on an absolute scale
+        shown = new Float32Array(data.length);
+        for (let i = 0; i < nq; i++) { let m = 0; for (let j = 0; j < nk; j++) m = Math.max(m, data[i * nk + j]);
+          const f = m > 0 ? 1 / m : 0; for (let j = 0; j < nk; j++) shown[i * nk + j] = data[i * nk + j] * f; }
+        caption += " · colours ÷ row max";
+      }
+      ctx.drawImage(paint(shown, nq, nk, false), pad, padTop, nk * cellPx, nq * cellPx);
       const clip = (t) => t.length > 14 ? t.slice(0, 13) + "…" : t;
       if (labels) {
         ctx.fillStyle = "#1b2330"; ctx.font = `${Math.min(12, Math.max(8, cellPx - 2))}px system-ui, sans-serif`;
