@@ -38,7 +38,7 @@ def test_analyze_reads_stdin_and_file(tmp_path):
     (["analyze", "   "], None, "empty or only whitespace"),
     (["analyze", "hi", "--layers", "9"], None, "layer 9 is out of range: minilm (self) has layers 0..5"),
     (["analyze", "hi", "--heads", "12"], None, "has heads 0..11"),
-    (["analyze", "hi", "--model", "nosuchmodel"], None, "known models: minilm, smollm2, whisper-tiny-en"),
+    (["analyze", "hi", "--model", "nosuchmodel"], None, "valid models: minilm, smollm2, whisper-tiny-en"),
     (["analyze", "-"], b"caf\xe9 invalid", "not valid UTF-8"),
     (["analyze", "word " * 600], None, "accepts at most 512"),
     (["analyze", "hi", "--format", "gif"], None, "--format 'gif'"),
