@@ -63,7 +63,7 @@ def sentiment_train(
     epochs: float = typer.Option(1.0, help="passes over the training tweets"),
     max_length: int = typer.Option(64, help="tokens per tweet while training (longer ones are truncated; counted)"),
     batch_size: int = typer.Option(16),
-    lr: float = typer.Option(5e-5),
+    lr: float = typer.Option(2e-4),
     seed: int = typer.Option(0),
     max_steps: Optional[int] = typer.Option(None, help="stop after this many optimiser steps"),
     out: Optional[Path] = typer.Option(None, help="model directory (default: the attnscope cache)"),

@@ -74,7 +74,7 @@ class TrainConfig:
     epochs: float = 1.0
     max_length: int = 64
     batch_size: int = 16
-    lr: float = 5e-5
+    lr: float = 2e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     seed: int = 0
@@ -115,7 +115,8 @@ def base_classifier(num_labels: int, labels: Sequence[str], base: str | None = N
         raise ModelLoadError(f"fine-tuning needs MiniLM: run `{CATALOGUE['minilm'].install_hint()}`")
     model = tf.AutoModelForSequenceClassification.from_pretrained(
         str(path), num_labels=num_labels, id2label=dict(enumerate(labels)),
-        label2id={l: i for i, l in enumerate(labels)}, attn_implementation="sdpa", trust_remote_code=False)
+        label2id={l: i for i, l in enumerate(labels)}, attn_implementation="sdpa", dtype=torch.float32,
+        trust_remote_code=False)
     tok = tf.AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     return model, tok
 
