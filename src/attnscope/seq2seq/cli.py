@@ -112,6 +112,7 @@ def compare(
     steps: int = typer.Option(1500, help="optimizer steps per seq2seq run (the budget)"),
     classifier_seconds: float = typer.Option(120.0, help="training budget per classifier run, CPU seconds"),
     seed: int = typer.Option(0),
+    rerun: bool = typer.Option(False, help="train again even where a saved result of the same run exists"),
 ) -> None:
     """Run comparison experiments (each run in a fresh process) and write tables + plots into DOC."""
     from .experiments import EXPERIMENTS, run_experiments
@@ -119,4 +120,5 @@ def compare(
     names = list(experiments or ["all"])
     if names == ["all"]:
         names = list(EXPERIMENTS)
-    run_experiments(names, doc=doc, img_dir=img_dir, steps=steps, classifier_seconds=classifier_seconds, seed=seed)
+    run_experiments(names, doc=doc, img_dir=img_dir, steps=steps, classifier_seconds=classifier_seconds, seed=seed,
+                    log=lambda m: print(m, flush=True), rerun=rerun)

@@ -142,7 +142,16 @@ def _child(spec_path: str, out_path: str) -> None:
 
 # ---------------------------------------------------------------------------- parent
 def run_isolated(spec: dict[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one spec in a fresh process; returns its JSON result."""
+    """Run one spec in a fresh process; returns its JSON result. A result saved for the same spec
+    (``<img_dir>/runs/<experiment>/<name>.json``) is reused unless ``--rerun`` was given."""
+    raw = None
+    if _RAW_DIR[0] is not None:
+        raw = _RAW_DIR[0] / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', str(spec.get('name', spec['kind'])))}.json"
+        if raw.is_file() and not _RERUN[0]:
+            saved = json.loads(raw.read_text())
+            if saved.get("spec") == spec:
+                log(f"  run: {spec.get('name', spec['kind'])} (saved result reused: {raw})")
+                return saved["result"]
     with tempfile.TemporaryDirectory() as d:
         sp, op = Path(d) / "spec.json", Path(d) / "out.json"
         sp.write_text(json.dumps(spec))
@@ -152,13 +161,13 @@ def run_isolated(spec: dict[str, Any], log: Callable[[str], None] = print) -> di
         if proc.returncode != 0:
             raise RuntimeError(f"experiment run {spec.get('name')} failed:\n{proc.stderr[-3000:]}")
         result = json.loads(op.read_text())
-    if _RAW_DIR[0] is not None:
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(spec.get("name", spec["kind"])))
-        (_RAW_DIR[0] / f"{name}.json").write_text(json.dumps({"spec": spec, "result": result}, indent=1))
+    if raw is not None:
+        raw.write_text(json.dumps({"spec": spec, "result": result}, indent=1))
     return result
 
 
 _RAW_DIR: list[Path | None] = [None]
+_RERUN: list[bool] = [False]
 
 
 def _train_spec(name: str, steps: int, seed: int, **kw: Any) -> dict[str, Any]:
@@ -295,13 +304,14 @@ def write_section(doc: Path, name: str, body: str, command: str) -> None:
 
 
 def run_experiments(names: list[str], doc: Path, img_dir: Path, steps: int, classifier_seconds: float, seed: int,
-                    log: Callable[[str], None] = print) -> None:
+                    log: Callable[[str], None] = print, rerun: bool = False) -> None:
     from ..errors import UnknownNameError
 
     for n in names:
         if n not in EXPERIMENTS:
             raise UnknownNameError("experiment", n, EXPERIMENTS)
     _DOC_ROOT[0] = doc.parent
+    _RERUN[0] = rerun
     img_dir.mkdir(parents=True, exist_ok=True)
     for n in names:
         log(f"experiment {n}")
