@@ -65,4 +65,5 @@ def rollout(trace, stream: str | None = None, head_fusion: str = "mean", residua
         out[li] = r
     labels = trace.query_tokens(s).labels()
     return TokenMaps(out, layers, labels, labels, "rollout", s,
-                     meta={"head_fusion": head_fusion, "residual": residual, "discard_ratio": discard_ratio})
+                     meta={"head_fusion": head_fusion, "residual": residual, "discard_ratio": discard_ratio,
+                           "causal": bool(trace.meta.get("causal", {}).get(s, False))})

@@ -39,7 +39,7 @@ def _heat(ax, m: np.ndarray, qlabels: Sequence[str], klabels: Sequence[str], cma
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 v = m[i, j]
-                ax.text(j, i, f"{v:.2f}".replace("0.", ".", 1) if abs(v) < 1 else f"{v:.1f}", ha="center",
+                ax.text(j, i, f"{v:.2f}".replace("0.", ".", 1) if abs(v) < 0.995 else f"{v:.2f}", ha="center",
                         va="center", fontsize=6.5, color="white" if abs(v) > 0.6 * hi else "black")
     return im
 
@@ -226,9 +226,12 @@ def token_map(result: R.TokenMaps, layer_index: int = -1, annotate: bool | None 
 
 
 @styled
-def rollout_figure(result: R.TokenMaps, query: int = 0, annotate: bool | None = None):
-    """Rollout: the full map after the last layer and, beside it, the relevance of each input for one output."""
+def rollout_figure(result: R.TokenMaps, query: int | None = None, annotate: bool | None = None):
+    """Rollout: the full map after the last layer and, beside it, the relevance of each input for one output
+    (``query``; default the first token for encoders ([CLS]), the last for causal streams)."""
     m = result.final
+    if query is None:
+        query = len(result.query_tokens) - 1 if result.meta.get("causal") else 0
     n = len(result.key_tokens)
     w, h = _square_size(len(result.query_tokens), n)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(w + 4, h), width_ratios=[3, 1.3], layout="constrained")
