@@ -35,7 +35,9 @@ def plot_alignment(weights: torch.Tensor, source: Sequence[str], target: Sequenc
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     if title:
-        ax.set_title(title, fontsize=10)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, max(40, int(9 * fig.get_size_inches()[0])))), fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     fig.tight_layout()
     path = Path(path)
