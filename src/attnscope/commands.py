@@ -23,12 +23,12 @@ def parse_indices(spec: str | None, what: str) -> list[int] | None:
     for part in spec.split(","):
         part = part.strip()
         try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, None)
+            if "-" in part[1:]:  # a range; the first character may be a minus sign
+                a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
                 out.extend(range(int(a), int(b) + 1))
             else:
                 out.append(int(part))
-        except (TypeError, ValueError):
+        except ValueError:
             raise InputError(f"--{what}s {spec!r} is not a list of {what} indices like '0,2,5-7'") from None
     return out
 

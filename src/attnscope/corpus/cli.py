@@ -8,25 +8,8 @@ from typing import Optional
 
 import typer
 
+from ..commands import parse_indices as _indices
 from ..errors import InputError
-
-
-def _indices(spec: str | None, what: str) -> list[int] | None:
-    """'0,2,5-7' -> [0, 2, 5, 6, 7]; None/'all' -> None."""
-    if spec is None or spec.strip().lower() in ("", "all"):
-        return None
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise InputError(f"--{what}s {spec!r} is not a list of {what} indices like '0,2,5-7'") from None
-    return out
 
 
 def corpus(
