@@ -71,8 +71,8 @@ class DropoutConsistency:
     std: np.ndarray
     cv: np.ndarray  # std / mean (0 where mean == 0)
     pairwise_correlations: np.ndarray  # (n_runs·(n_runs−1)/2,) Pearson r of the whole flattened attention
-    prediction_mean: np.ndarray  # (C,) mean probability over runs
-    prediction_std: np.ndarray
+    prediction_mean: np.ndarray | None  # (C,) mean probability over runs; None for a model without a head
+    prediction_std: np.ndarray | None
     rates: dict[str, float]
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -82,12 +82,18 @@ class DropoutConsistency:
         return np.where(m, self.cv, 0).sum((2, 3)) / np.maximum(m.sum((2, 3)), 1)
 
 
+def _has_logits(output) -> bool:
+    return getattr(output, "logits", None) is not None or (
+        isinstance(output, (tuple, list)) and bool(output) and torch.is_tensor(output[0]))
+
+
 def dropout_consistency(lm: LoadedModel, text: str, *, n_runs: int = 20, seed: int = 0, p: float | None = None,
                         which: str = "used") -> DropoutConsistency:
     """Attention of ``text`` under MC dropout over ``n_runs`` runs (see the module docstring).
 
     ``p`` overrides every attention module's dropout rate (default: the model's own, e.g. BERT's
-    ``attention_probs_dropout_prob``); hidden dropout keeps the model's own rates.
+    ``attention_probs_dropout_prob``); hidden dropout keeps the model's own rates. A model without a
+    prediction head (a bare encoder such as ``minilm``) gives attention only (``prediction_mean`` is None).
     """
     if n_runs < 2:
         raise InputError(f"n_runs must be at least 2 to measure consistency, got {n_runs}")
@@ -113,7 +119,8 @@ def dropout_consistency(lm: LoadedModel, text: str, *, n_runs: int = 20, seed: i
             out = run_with_interventions(lm, inputs, [iv])
             rec = iv.used if which == "used" else iv.softmax
             runs.append(torch.stack([torch.cat(rec[s], dim=2)[0] for s in sites]))  # (L, H, N, N)
-            probs.append(torch.softmax(output_logits(lm, out)[0].double(), -1))
+            if _has_logits(out):  # a bare encoder (no prediction head) gives attention only
+                probs.append(torch.softmax(output_logits(lm, out)[0].double(), -1))
     finally:
         for m, t in state.items():
             m.training = t
@@ -123,8 +130,9 @@ def dropout_consistency(lm: LoadedModel, text: str, *, n_runs: int = 20, seed: i
     flat = maps.reshape(n_runs, -1)
     corr = np.corrcoef(flat)
     iu = np.triu_indices(n_runs, 1)
-    pr = torch.stack(probs).numpy()
+    pr = torch.stack(probs).numpy() if probs else None  # (R, C)
     return DropoutConsistency(tokens=tokens.labels(), layers=[s.layer for s in sites], n_runs=n_runs, which=which,
-                              mean=mean, std=std, cv=cv, pairwise_correlations=corr[iu], prediction_mean=pr.mean(0),
-                              prediction_std=pr.std(0, ddof=1), rates={str(s.layer): r for s, r in rates.items()},
+                              mean=mean, std=std, cv=cv, pairwise_correlations=corr[iu],
+                              prediction_mean=None if pr is None else pr.mean(0),
+                              prediction_std=None if pr is None else pr.std(0, ddof=1), rates={str(s.layer): r for s, r in rates.items()},
                               meta={"model": lm.name, "text": text, "seed": seed})

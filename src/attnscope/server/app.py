@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AttnscopeError, CaptureError, InputError, ModelLoadError, UnknownNameError
 from .api import ApiError, ServerState, build_router
+from .attribution import build_attribution_router
 from .config import ServerConfig
 from .worker import QueueFull
 
@@ -117,6 +118,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         return _error(500, "InternalError", f"{type(e).__name__}: {e}")
 
     app.include_router(build_router(state))
+    app.include_router(build_attribution_router(state))
 
     @app.get("/", include_in_schema=False)
     async def index():

@@ -33,6 +33,13 @@ class ServerConfig:
     max_loaded_models: int = 2
     torch_threads: int | None = None  # torch intra-op threads while serving (None: leave torch's default)
     allow_conversion: bool = False  # catalogue models that need a one-time conversion: convert on request?
+    # attribution endpoints (/v1/explain, /ablate, /probe, /counterfactual, /dropout): each costs many forward
+    # passes per text, so they have their own limits (413 above each)
+    max_attribution_tokens: int = 256  # tokens per text (special tokens included)
+    max_runs: int = 64  # MC-dropout runs per /v1/dropout request
+    max_samples: int = 256  # integrated-gradients steps / LIME and Shapley samples per /v1/explain request
+    max_attribution_texts: int = 16  # texts per /v1/ablate, counterfactual texts per /v1/counterfactual
+    max_probe_sentences: int = 256  # templates x group words per /v1/probe request
 
     def allowed(self) -> list[str]:
         names = list(self.allowed_models) if self.allowed_models is not None else list(CATALOGUE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -140,3 +140,252 @@ class Health(BaseModel):
     loaded_models: list[str]
     queue_waiting: int
     busy: bool
+
+
+# ---------------------------------------------------------------------------- attribution (/v1/explain …)
+ExplainMethod = Literal["attention", "rollout", "attn_x_grad", "chefer", "integrated_gradients", "occlusion", "lime",
+                        "shapley"]  # == attnscope.attribution.ALL_METHODS (tested)
+
+
+class _Target(_Strict):
+    target_class: int | str | None = Field(None, description="Classifiers: class index or label (config.id2label); "
+                                                             "default the predicted class.")
+    target_token: int | str | None = Field(None, description="Language models: token id, or a string that is exactly "
+                                                             "one token (e.g. \" Paris\"); default the predicted token.")
+
+
+class ExplainRequest(_Target):
+    text: str = Field(..., min_length=1, examples=["The acting was wooden but the soundtrack was wonderful."])
+    model: str | None = Field(None, description="A classifier or a causal language model (GET /v1/models).")
+    methods: list[ExplainMethod] = Field(list(get_args(ExplainMethod)), min_length=1,
+                                         description="Token-importance methods to compute and compare.")
+    position: int | None = Field(None, description="Language models: the position whose next-token logit is "
+                                                   "explained (default the last).")
+    ig_steps: int = Field(32, ge=1, description="Integrated-gradients steps (server limit: max_samples).")
+    n_samples: int = Field(32, ge=1, description="LIME samples; Shapley uses n_samples/8 permutations "
+                                                 "(server limit: max_samples).")
+    top_k: int = Field(3, ge=1, le=64, description="k of the top-k overlap in the agreement rows.")
+    absolute: bool = Field(True, description="Compare scores by magnitude (signed methods vs attention).")
+    seed: int = Field(0, description="Seed of the sampling methods (LIME, Shapley).")
+    faithfulness: bool = Field(False, description="Also compute deletion/insertion curves and AOPC per method.")
+
+
+class AgreementRow(BaseModel):
+    a: str
+    b: str
+    spearman: float | None = Field(None, description="null where a method is constant on this input")
+    spearman_p: float | None = None
+    kendall: float | None = None
+    kendall_p: float | None = None
+    topk_overlap: float
+    k: int
+    n: int = Field(..., description="non-special tokens compared")
+
+
+class ExplainOut(BaseModel):
+    model: str
+    text: str
+    tokens: list[str]
+    special: list[bool]
+    target: int
+    target_label: str
+    probability: float
+    scores: dict[str, list[float]] = Field(..., description="method -> one score per token (special tokens: 0 for "
+                                                            "the Captum methods)")
+    agreement: list[AgreementRow] = Field(..., description="every method against attention and rollout")
+    meta: dict[str, Any]
+    faithfulness: dict[str, Any] | None = Field(None, description="fractions, curves, aopc (when asked for)")
+
+
+HeadPair = tuple[int, int]
+
+
+class ZeroSpec(_Strict):
+    type: Literal["zero"]
+    heads: list[HeadPair] = Field(..., min_length=1, description="(layer, head) pairs whose output becomes zero.")
+
+
+class ScaleSpec(_Strict):
+    type: Literal["scale"]
+    heads: list[HeadPair] = Field(..., min_length=1)
+    factor: float = Field(..., description="Multiplies the heads' probabilities (and so their output).")
+
+
+class MeanSpec(_Strict):
+    type: Literal["mean"]
+    heads: list[HeadPair] = Field(..., min_length=1, description="Each becomes uniform over its allowed keys.")
+
+
+class KeepSpec(_Strict):
+    type: Literal["keep"]
+    heads: list[HeadPair] = Field(..., description="Keep only these heads; every other head is zeroed.")
+
+
+class KnockoutSpec(_Strict):
+    type: Literal["knockout"]
+    keys: list[int] = Field(default_factory=list, description="Key positions blocked for every (selected) query.")
+    edges: list[HeadPair] = Field(default_factory=list, description="Explicit (query, key) edges to block.")
+    queries: list[int] | None = Field(None, description="Restrict `keys` to these query rows.")
+    layers: list[int] | None = Field(None, description="Layers where it applies (default all).")
+    heads: list[int] | None = Field(None, description="Heads where it applies (default all).")
+
+
+class RemoveTopKeySpec(_Strict):
+    type: Literal["remove_top_key"]
+    heads: list[HeadPair] | None = Field(None, description="(layer, head) pairs; default every head.")
+    k: int = Field(1, ge=1, le=64, description="Most-attended keys removed per row (then renormalised).")
+
+
+Intervention = Annotated[ZeroSpec | ScaleSpec | MeanSpec | KeepSpec | KnockoutSpec | RemoveTopKeySpec,
+                         Field(discriminator="type")]
+
+
+class AblateRequest(_Target):
+    texts: list[str] = Field(..., min_length=1, description="Texts (server limit: max_attribution_texts).")
+    model: str | None = None
+    interventions: list[Intervention] | None = Field(None, description="Applied together to every text; the answer "
+                                                                       "is the prediction change per text.")
+    importance: Literal["ablation", "gradient"] | None = Field(
+        None, description="Head importance over the texts (Michel et al. 2019): zero one head at a time, or "
+                          "E|dL/d(head scale)|.")
+    labels: list[int] | None = Field(None, description="importance: one gold label (class / token id) per text; "
+                                                        "default the unablated prediction.")
+    position: int | None = Field(None, description="interventions, language models: which position's next-token "
+                                                   "logits (default the last).")
+
+
+class ChangeOut(BaseModel):
+    kl: float = Field(..., description="KL(p_base || p_new), nats")
+    prob_shift: float = Field(..., description="p_new(target) - p_base(target)")
+    logit_diff: float = Field(..., description="logit_new(target) - logit_base(target)")
+    target: int
+    target_label: str
+    base_prob: float
+    new_prob: float
+    flipped: bool
+
+
+class AblateItem(ChangeOut):
+    index: int
+    tokens: list[str]
+
+
+class HeadScoresOut(BaseModel):
+    method: str
+    layers: list[int]
+    heads: list[int]
+    scores: dict[str, list[list[float]]] = Field(..., description="metric -> (layer, head)")
+
+
+class AblateOut(BaseModel):
+    model: str
+    results: list[AblateItem] | None = None
+    importance: HeadScoresOut | None = None
+
+
+class ProbeRequest(_Strict):
+    model: str | None = Field(None, description="Any encoder or decoder-only model (no prediction head needed).")
+    groups: dict[str, list[str]] | None = Field(None, description="group -> words; default he/she/they.",
+                                                examples=[{"he": ["he", "him"], "she": ["she", "her"]}])
+    templates: list[str] | None = Field(None, description="Sentences with one {} for the group word; default: "
+                                                          "built-in occupation templates.")
+    direction: Literal["to", "from"] = Field("to", description="to: attention the other tokens pay to the group "
+                                                               "word; from: attention from it to attribute_words.")
+    attribute_words: list[str] | None = None
+    layers: list[int] | None = Field(None, description="Layers averaged (default all).", max_length=256)
+
+
+class ProbeSample(BaseModel):
+    group: str
+    word: str
+    template: str
+    sentence: str
+    value: float | None
+
+
+class ProbeTest(BaseModel):
+    a: str
+    b: str
+    mean_a: float
+    mean_b: float
+    t: float | None = Field(None, description="Welch's t (unequal variances)")
+    p: float | None = None
+    cohens_d: float
+    hedges_g: float
+    n_a: int
+    n_b: int
+
+
+class ProbeOut(BaseModel):
+    model: str
+    direction: str
+    values: dict[str, list[float]] = Field(..., description="group -> one value per (template, word)")
+    samples: list[ProbeSample]
+    tests: list[ProbeTest]
+    note: str = Field(..., description="Attention weights alone are not evidence of model bias.")
+    meta: dict[str, Any]
+
+
+class CounterfactualRequest(_Target):
+    text: str = Field(..., min_length=1)
+    model: str | None = None
+    alternatives: list[str] | None = Field(None, description="Counterfactual texts to compare with `text`; without "
+                                                             "them every word is edited in turn (`mode`).")
+    mode: Literal["mask", "replace", "delete"] = "mask"
+    replacement: str | None = Field(None, min_length=1, description="The word put in for mode=replace.")
+
+
+class CounterfactualRow(ChangeOut):
+    attention_mse: float | None
+    attention_kl: float | None
+    aligned_tokens: int
+    word: str | None = Field(None, description="per-word edits: the word edited")
+    start: int | None = None
+    end: int | None = None
+    tokens: list[int] | None = Field(None, description="per-word edits: positions of all its sub-tokens")
+    edited_text: str | None = None
+    text: str | None = Field(None, description="alternatives: the counterfactual text")
+    changed_tokens: list[str] | None = None
+    new_tokens: list[str] | None = None
+
+
+class CounterfactualOut(BaseModel):
+    model: str
+    text: str
+    tokens: list[str]
+    kind: Literal["words", "alternatives"]
+    rows: list[CounterfactualRow] = Field(..., description="words: ranked by KL, largest first; alternatives: in "
+                                                           "the given order")
+
+
+class DropoutRequest(_Strict):
+    text: str = Field(..., min_length=1)
+    model: str | None = None
+    n_runs: int = Field(20, ge=2, description="Dropout runs (server limit: max_runs).")
+    p: float | None = Field(None, ge=0.0, lt=1.0, description="Attention dropout rate (default: the model's own).")
+    which: Literal["used", "softmax"] = Field("used", description="Maps after (used) or before attention dropout.")
+    seed: int = 0
+    include_maps: bool = Field(False, description="Also return mean/std/cv maps (layer, head, query, key); "
+                                                  "limited by max_json_elements.")
+
+
+class PredictionOut(BaseModel):
+    index: int
+    label: str
+    mean: float
+    std: float
+
+
+class DropoutOut(BaseModel):
+    model: str
+    tokens: list[str]
+    layers: list[int]
+    n_runs: int
+    which: str
+    rates: dict[str, float] = Field(..., description="layer -> attention dropout rate used")
+    pairwise_correlations: list[float | None] = Field(..., description="Pearson r of every pair of runs")
+    correlation: dict[str, float | None] = Field(..., description="mean, min, max of the pairwise correlations")
+    head_cv: list[list[float]] = Field(..., description="(layer, head): mean coefficient of variation")
+    predictions: list[PredictionOut] | None = Field(None, description="top classes/tokens by mean probability over "
+                                                                      "the runs (null for a model without a head)")
+    maps: dict[str, list[Any]] | None = Field(None, description="mean, std, cv: (layer, head, query, key)")
