@@ -15,9 +15,19 @@ ATOL = 1e-5
 
 
 def _both(lm, **kw):
-    fast = capture(lm, TEXT, full_dtype=torch.float32, mode=["full", "stats", "topk"], **kw)
-    eager = capture(lm, TEXT, full_dtype=torch.float32, mode=["full", "stats", "topk"], method="eager", **kw)
-    return fast, eager
+    kw = {"full_dtype": torch.float32, "mode": ["full", "stats", "topk"], "statistics": "all", **kw}
+    return capture(lm, TEXT, **kw), capture(lm, TEXT, method="eager", **kw)
+
+
+def test_stats_mode_default_statistics_leave_out_gini(minilm):
+    fast = capture(minilm, TEXT, mode="stats")
+    eager = capture(minilm, TEXT, mode="stats", method="eager")
+    assert "gini" not in fast.row_stats() and "entropy" in fast.row_stats()
+    assert_trace_close(fast, eager, atol=ATOL)
+    only = capture(minilm, TEXT, mode="stats", statistics=["gini", "max"])
+    assert list(only.row_stats()) == ["max", "gini"]
+    full = capture(minilm, TEXT, mode="full", full_dtype=torch.float32)
+    torch.testing.assert_close(only.row_stats()["gini"], full.row_stats()["gini"], atol=1e-5, rtol=1e-4)
 
 
 def test_minilm_fast_equals_eager(minilm):

@@ -80,9 +80,10 @@ def test_aggregate_matches_numpy():
     rng = np.random.default_rng(0)
     n = 50
     cols = {"layer": np.repeat([0, 1], n).astype(np.int16), "head": np.zeros(2 * n, np.int16)}
-    for s in HEAD_STATS:
+    for s in HEAD_STATS + ("gini",):
         cols[s] = rng.random(2 * n).astype(np.float32)
     agg = aggregate(pa.table(cols)).to_pylist()
+    assert {r["statistic"] for r in agg} == set(HEAD_STATS) | {"gini"}  # every statistic column it has
     row = next(r for r in agg if r["layer"] == 1 and r["statistic"] == "gini")
     x = cols["gini"][n:].astype(np.float64)
     assert row["n_texts"] == n and row["mean"] == pytest.approx(x.mean()) and row["q50"] == pytest.approx(np.median(x))
@@ -152,6 +153,23 @@ pipeline.run_corpus(sys.argv[1], sys.argv[2], "minilm", layers=[0, 1], heads=[0,
 """
 
 
+def test_statistics_choice_adds_gini_and_rejects_unknown_names(minilm, tmp_path):
+    from attnscope.capture import capture
+
+    src = tmp_path / "c.txt"
+    src.write_text("\n".join(TEXTS[:3]) + "\n")
+    res = run_corpus(src, tmp_path / "g.parquet", minilm, layers=[1], statistics="all")
+    t = pq.read_table(res.out)
+    assert "gini" in t.column_names and "argmax" not in t.column_names
+    hs = capture(minilm, TEXTS[1], mode="stats", layers=[1], statistics="all").head_stats()
+    np.testing.assert_allclose(t.column("gini").to_numpy()[12:24], hs["gini"].reshape(-1).numpy(), rtol=1e-5,
+                               atol=1e-5)
+    assert "gini" in set(pq.read_table(res.aggregates).column("statistic").to_pylist())
+    with pytest.raises(InputError, match="unknown statistic 'ginny'"):
+        run_corpus(src, tmp_path / "bad.parquet", minilm, statistics="entropy,ginny")
+    assert not (tmp_path / "bad.parquet").exists() and not PartsDir(tmp_path / "bad.parquet").exists()
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_every_row_exactly_once(minilm, tmp_path):
     src = tmp_path / "c.txt"
@@ -208,7 +226,7 @@ def test_stream_emits_one_flushed_line_per_text(minilm):
     from attnscope.capture import capture
 
     hs = capture(minilm, "second one", mode="stats", layers=[1], heads=[2, 4]).head_stats()
-    np.testing.assert_allclose(lines[2]["stats"]["gini"], hs["gini"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(lines[2]["stats"]["entropy"], hs["entropy"].numpy(), atol=1e-5)
 
 
 @pytest.mark.slow

@@ -75,8 +75,9 @@ def test_pooled_overview_whole_map_mass_and_errors(tiny_llama):
 
 def test_long_stats_and_topk_match_eager_on_a_few_heads(tiny_llama):
     long_text = " ".join(["attention"] * 400)
-    fast = capture(tiny_llama, long_text, mode=["stats", "topk"], layers=[0], heads=[1, 2], block_elements=1 << 12)
-    ref = capture(tiny_llama, long_text, mode=["stats", "topk"], layers=[0], heads=[1, 2], method="eager")
+    kw = {"mode": ["stats", "topk"], "layers": [0], "heads": [1, 2], "statistics": "all"}
+    fast = capture(tiny_llama, long_text, block_elements=1 << 12, **kw)
+    ref = capture(tiny_llama, long_text, method="eager", **kw)
     for k in ("entropy", "gini", "max"):
         torch.testing.assert_close(fast.row_stats()[k], ref.row_stats()[k], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast.topk()[0].float(), ref.topk()[0].float(), atol=1e-3, rtol=1e-3)

@@ -1,15 +1,28 @@
 """Per-query-row attention statistics: one definition shared by every capture path.
 
-The fast path computes these block by block while the model runs (no map is kept); the eager
-reference and stored traces compute them from full maps with the same function, so the two agree
-by construction and the tests check it.
+Two entry points compute the same numbers:
+
+- :func:`row_statistics` from probabilities (stored maps, the eager reference, intervened rows);
+- :func:`row_statistics_from_scores` from the masked pre-softmax scores of a query block — what the
+  fast path's statistics mode uses. It never forms the normalised map: with ``m`` the row maximum,
+  ``t = s - m``, ``e = exp(t)`` and ``Z = Σ e``, the weight is ``p = e / Z`` and ``log p = t - log Z``, so
+  entropy is ``log Z - Σ e·t / Z``, the largest weight is ``1 / Z``, and the threshold counts compare
+  ``t`` with ``log(threshold · Z)`` (the online-softmax identities of flash attention; Milakov &
+  Gimelshein 2018). The tests check the two agree with each other and with the eager reference.
+
+Gini needs the row in sorted order (O(N log N) per row, several times the cost of everything else
+on a CPU at 512 tokens), so statistics mode leaves it out unless asked for (``STREAMING_STATS``);
+statistics computed from stored maps include it.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+import math
+from typing import Iterable, Literal, get_args
 
 import torch
+
+from .errors import UnknownNameError
 
 RowStatName = Literal[
     "entropy",  # Shannon entropy of the row, in nats, over the keys the query may attend to
@@ -23,9 +36,53 @@ RowStatName = Literal[
     "allowed_keys",  # how many keys the mask let this query attend to
 ]
 ROW_STATS: tuple[str, ...] = get_args(RowStatName)
+# What statistics mode records by default: all but Gini, whose per-row sort dominates the cost.
+STREAMING_STATS: tuple[str, ...] = tuple(s for s in ROW_STATS if s != "gini")
 
 SPARSITY_THRESHOLD = 0.01
 EFFECTIVE_THRESHOLD = 0.1
+
+
+def check_stat_names(names: Iterable[str] | str | None, default: tuple[str, ...] = STREAMING_STATS) -> tuple[str, ...]:
+    """Validated statistic names in canonical order; None = ``default``, ``"all"`` = every statistic."""
+    if names is None:
+        return default
+    if isinstance(names, str):
+        names = ROW_STATS if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    names = list(names)
+    for n in names:
+        if n not in ROW_STATS:
+            raise UnknownNameError("statistic", n, list(ROW_STATS))
+    if not names:
+        raise UnknownNameError("statistic", "", list(ROW_STATS))
+    return tuple(s for s in ROW_STATS if s in names)
+
+
+def _n_allowed(allowed: torch.Tensor | None, shape: torch.Size, device) -> torch.Tensor:
+    """(..., Nq) float count of allowed keys per row; shape is the full (..., Nq, Nk) shape."""
+    if allowed is None:
+        return torch.full(shape[:-1], shape[-1], dtype=torch.float32, device=device)
+    return allowed.sum(-1, dtype=torch.float32).expand(shape[:-1])  # sum on the broadcast shape, then expand
+
+
+def _gini(probs: torch.Tensor, n_allowed: torch.Tensor) -> torch.Tensor:
+    """Gini coefficient of rows (..., Nk) that sum to 1 over their n_allowed non-masked keys (masked = 0).
+
+    Masked keys are exact zeros and sort first, so the allowed ones are the last n of the ascending
+    order; with ranks r = 1..n among them, G = Σ (2r - n - 1) p_(r) / n.
+    """
+    nk = probs.shape[-1]
+    ascending, _ = probs.sort(-1)  # (..., Nq, Nk)
+    rank = torch.arange(1, nk + 1, device=probs.device, dtype=torch.float32) - (nk - n_allowed)[..., None]
+    rank = rank.clamp(min=0)  # zero weight for the masked (zero) entries
+    n = n_allowed.clamp(min=1)
+    return ((2 * rank - n[..., None] - 1) * ascending * (rank > 0)).sum(-1) / n
+
+
+def _distances(query_positions: torch.Tensor, nk: int, key_offset: int, device) -> torch.Tensor:
+    """(Nq, Nk) |i - j| between each query's absolute position and each key's."""
+    key_pos = torch.arange(nk, device=device, dtype=torch.float32) + key_offset
+    return (query_positions.to(device, torch.float32)[:, None] - key_pos[None, :]).abs()
 
 
 def row_statistics(
@@ -33,46 +90,88 @@ def row_statistics(
     allowed: torch.Tensor | None,
     query_positions: torch.Tensor,
     key_offset: int = 0,
+    names: Iterable[str] | str | None = ROW_STATS,
 ) -> dict[str, torch.Tensor]:
-    """Statistics of attention rows.
+    """Statistics of attention rows given as probabilities.
 
     probs: (..., Nq, Nk) rows summing to 1 over allowed keys (masked keys hold exactly 0).
     allowed: bool broadcastable to probs, True where the query may attend to the key; None = all.
     query_positions: (Nq,) absolute position of each query row (for distances and causal offsets).
-    key_offset: absolute position of key column 0.
+    key_offset: absolute position of key column 0. names: which statistics (default all).
     Returns a dict name -> tensor of shape probs.shape[:-1], float32 (argmax/allowed_keys: int64).
     """
+    names = check_stat_names(names, ROW_STATS)
     probs = probs.float()
     nk = probs.shape[-1]
-    if allowed is None:
-        n_allowed = torch.full(probs.shape[:-1], nk, dtype=torch.float32, device=probs.device)
-    else:
-        n_allowed = allowed.expand(probs.shape).sum(-1).float()  # (..., Nq)
-    max_w, argmax = probs.max(-1)  # (..., Nq)
-    entropy = -torch.special.xlogy(probs, probs).sum(-1)
-    below = (probs < SPARSITY_THRESHOLD).sum(-1).float()  # masked keys (p = 0) are counted here...
-    below = below - (nk - n_allowed)  # ...and removed again: sparsity is over allowed keys only
-    sparsity = below / n_allowed.clamp(min=1)
-    effective = (probs > EFFECTIVE_THRESHOLD).sum(-1).float()
-    # Gini over the allowed keys: masked keys are exact zeros and sort first, so the allowed ones
-    # are the last n of the ascending order; rank r = 1..n among them.
-    ascending, _ = probs.sort(-1)  # (..., Nq, Nk)
-    rank = torch.arange(1, nk + 1, device=probs.device, dtype=torch.float32) - (nk - n_allowed)[..., None]
-    rank = rank.clamp(min=0)  # zero weight for the masked (zero) entries
-    n = n_allowed.clamp(min=1)
-    gini = ((2 * rank - n[..., None] - 1) * ascending * (rank > 0)).sum(-1) / n  # rows sum to 1
-    key_pos = torch.arange(nk, device=probs.device, dtype=torch.float32) + key_offset  # (Nk,)
-    distance = (query_positions.to(probs.device, torch.float32)[:, None] - key_pos[None, :]).abs()  # (Nq, Nk)
-    mean_distance = (probs * distance).sum(-1)
-    first = probs[..., 0] if key_offset == 0 else torch.zeros_like(max_w)
-    return {
-        "entropy": entropy,
-        "max": max_w,
-        "argmax": argmax + key_offset,
-        "sparsity": sparsity,
-        "gini": gini,
-        "effective_positions": effective,
-        "first_token_mass": first,
-        "mean_distance": mean_distance,
-        "allowed_keys": n_allowed.long(),
-    }
+    n_allowed = _n_allowed(allowed, probs.shape, probs.device)  # (..., Nq)
+    out: dict[str, torch.Tensor] = {}
+    if "entropy" in names:
+        out["entropy"] = -torch.special.xlogy(probs, probs).sum(-1)
+    if "max" in names or "argmax" in names:
+        max_w, argmax = probs.max(-1)  # (..., Nq)
+        out["max"], out["argmax"] = max_w, argmax + key_offset
+    if "sparsity" in names:
+        below = (probs < SPARSITY_THRESHOLD).sum(-1).float()  # masked keys (p = 0) are counted here...
+        below = below - (nk - n_allowed)  # ...and removed again: sparsity is over allowed keys only
+        out["sparsity"] = below / n_allowed.clamp(min=1)
+    if "gini" in names:
+        out["gini"] = _gini(probs, n_allowed)
+    if "effective_positions" in names:
+        out["effective_positions"] = (probs > EFFECTIVE_THRESHOLD).sum(-1).float()
+    if "first_token_mass" in names:
+        out["first_token_mass"] = probs[..., 0] if key_offset == 0 else probs.new_zeros(probs.shape[:-1])
+    if "mean_distance" in names:
+        out["mean_distance"] = (probs * _distances(query_positions, nk, key_offset, probs.device)).sum(-1)
+    out["allowed_keys"] = n_allowed.long()
+    return {k: out[k] for k in names}
+
+
+_LOG_SPARSITY = math.log(SPARSITY_THRESHOLD)
+_LOG_EFFECTIVE = math.log(EFFECTIVE_THRESHOLD)
+
+
+@torch.no_grad()
+def row_statistics_from_scores(
+    scores: torch.Tensor,
+    allowed: torch.Tensor | None,
+    query_positions: torch.Tensor,
+    key_offset: int = 0,
+    names: Iterable[str] | str | None = STREAMING_STATS,
+) -> dict[str, torch.Tensor]:
+    """The statistics of :func:`row_statistics` for ``softmax(scores)``, without forming it.
+
+    scores: (..., Nq, Nk) float32 pre-softmax scores with the mask applied as a large negative *finite*
+    value (``torch.finfo(torch.float32).min``, not -inf); **overwritten** (it becomes ``s - max``).
+    Rows with no allowed key give zeros, as ``row_statistics`` gives for an all-zero row.
+    """
+    names = check_stat_names(names)
+    nk = scores.shape[-1]
+    n_allowed = _n_allowed(allowed, scores.shape, scores.device)  # (..., Nq)
+    m, argmax = scores.max(-1, keepdim=True)  # (..., Nq, 1)
+    t = scores.sub_(m)  # (..., Nq, Nk): log p + log Z, <= 0; masked keys ~ finfo.min
+    e = t.exp()  # (..., Nq, Nk): unnormalised weights, masked keys exactly 0
+    z = e.sum(-1)  # (..., Nq)
+    log_z = z.log()
+    out: dict[str, torch.Tensor] = {}
+    if "entropy" in names:
+        out["entropy"] = log_z - torch.linalg.vecdot(e, t) / z  # -Σ p log p = log Z - Σ e t / Z
+    if "max" in names or "argmax" in names:
+        out["max"], out["argmax"] = 1.0 / z, argmax[..., 0] + key_offset  # the max weight is e^0 / Z
+    if "sparsity" in names:
+        below = (t < (_LOG_SPARSITY + log_z)[..., None]).sum(-1, dtype=torch.float32)  # p < 0.01, masked too
+        out["sparsity"] = (below - (nk - n_allowed)) / n_allowed.clamp(min=1)
+    if "gini" in names:
+        out["gini"] = _gini(e / z[..., None], n_allowed)
+    if "effective_positions" in names:
+        out["effective_positions"] = (t > (_LOG_EFFECTIVE + log_z)[..., None]).sum(-1, dtype=torch.float32)
+    if "first_token_mass" in names:
+        out["first_token_mass"] = e[..., 0] / z if key_offset == 0 else z.new_zeros(z.shape)
+    if "mean_distance" in names:
+        out["mean_distance"] = torch.linalg.vecdot(e, _distances(query_positions, nk, key_offset, e.device)) / z
+    out["allowed_keys"] = n_allowed.long()
+    empty = n_allowed == 0
+    if bool(empty.any()):  # no allowed key: the "softmax" above is uniform over masked keys; report zeros
+        for k in out:
+            if k not in ("argmax", "allowed_keys"):  # argmax of an all-masked row is already column 0
+                out[k] = out[k].masked_fill(empty, 0)
+    return {k: out[k] for k in names}

@@ -247,17 +247,20 @@ class AttentionTrace:
         return (w.read(li, hi) if isinstance(w, _LazyTensor) else w[li, hi]).float()
 
     def row_stats(self, stream: str | None = None) -> dict[str, torch.Tensor]:
-        """Per-query-row statistics, name -> (layer, head, query); computed from the maps if not stored."""
-        from .statistics import row_statistics
+        """Per-query-row statistics, name -> (layer, head, query): the stored ones, and when the trace
+        holds full maps, every statistic computed from them (stats mode leaves Gini out by default)."""
+        from .statistics import ROW_STATS, row_statistics
 
         s = self.resolve_stream(stream)
-        if s in self._stats:
-            return dict(self._stats[s])
+        stored = dict(self._stats.get(s, {}))
+        missing = [k for k in ROW_STATS if k not in stored]
+        if not missing or (stored and s not in self._weights):
+            return stored
         w = self.weights(s)  # (L, H, Nq, Nk)
         nq, nk = w.shape[-2:]
         qpos = torch.arange(nq) + int(self.meta.get("query_offsets", {}).get(s, 0))
-        allowed = self.allowed_mask(s)
-        return row_statistics(w, allowed, qpos)
+        computed = row_statistics(w, self.allowed_mask(s), qpos, names=missing)
+        return {k: stored[k] if k in stored else computed[k] for k in ROW_STATS}
 
     def head_stats(self, stream: str | None = None) -> dict[str, torch.Tensor]:
         """Per-head statistics, name -> (layer, head): the mean of each row statistic over query rows."""

@@ -175,12 +175,12 @@ def _forward(lm: LoadedModel, inputs: dict) -> Any:
 
 
 def _run_fast(lm: LoadedModel, inputs: dict, layers, heads, modes, top_k, full_dtype, block_elements,
-              interventions) -> tuple[CaptureSession, Any]:
+              interventions, statistics=None) -> tuple[CaptureSession, Any]:
     register()
     if not getattr(lm.model, "_attnscope_annotated", False):
         annotate_model(lm.model)
         lm.model._attnscope_annotated = True
-    session = CaptureSession(recorders=make_recorders(modes, top_k, full_dtype),
+    session = CaptureSession(recorders=make_recorders(modes, top_k, full_dtype, statistics),
                              layers={s: set(v) for s, v in layers.items()}, heads=dict(heads),
                              interventions=list(interventions), block_elements=block_elements)
     with attention_implementation(lm.model, "attnscope"), session_scope(session):
@@ -212,14 +212,14 @@ def _run_eager(lm: LoadedModel, inputs: dict) -> tuple[dict[str, tuple[torch.Ten
     return found, out
 
 
-def _stats_from_maps(maps: torch.Tensor, causal: bool) -> dict[str, torch.Tensor]:
+def _stats_from_maps(maps: torch.Tensor, causal: bool, statistics=None) -> dict[str, torch.Tensor]:
     """Row statistics of eager maps. The eager output carries no mask, so the keys a query could
     attend to are read off the map itself (weight > 0): exact for causal, sliding-window and padding masks."""
-    from ..statistics import row_statistics
+    from ..statistics import check_stat_names, row_statistics
 
     nq = maps.shape[-2]
     allowed = maps > 0 if causal else None
-    return row_statistics(maps, allowed, torch.arange(nq))
+    return row_statistics(maps, allowed, torch.arange(nq), names=check_stat_names(statistics))
 
 
 def _is_causal_stream(lm: LoadedModel, stream: str) -> bool:
@@ -244,11 +244,13 @@ def capture(
     truncate: bool = False,
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
     interventions: Sequence[Intervention] = (),
+    statistics: Sequence[str] | str | None = None,
 ) -> AttentionTrace:
     """Capture the attention of one input as an AttentionTrace.
 
     ``mode``: ``"full"`` (maps, ``full_dtype``), ``"stats"`` (per-row statistics only), ``"topk"``
-    (``top_k`` keys per query) or several of them. ``method="fast"`` runs the model on SDPA and
+    (``top_k`` keys per query) or several of them; ``statistics`` picks the row statistics of stats mode
+    (default :data:`attnscope.statistics.STREAMING_STATS`, every one but Gini; ``"all"`` adds Gini). ``method="fast"`` runs the model on SDPA and
     recomputes probabilities only for the selected layers/heads; ``"eager"`` is the reference
     (``output_attentions=True`` on the eager kernel). Encoder-decoders need ``target`` (teacher
     forcing; see :func:`attnscope.capture.generation.generate` to decode); speech models take ``audio``.
@@ -272,11 +274,11 @@ def capture(
             texts = {"input": text} | ({"input_pair": text_pair} if text_pair is not None else {})
     layer_sel, head_sel = resolve_selection(lm, layers, heads, streams)
     return _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, method, top_k, full_dtype,
-                            block_elements, interventions)
+                            block_elements, interventions, statistics)
 
 
 def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, method, top_k, full_dtype,
-                     block_elements, interventions) -> AttentionTrace:
+                     block_elements, interventions, statistics=None) -> AttentionTrace:
     if method == "fast" and not supports_interface(lm.model):
         warnings.warn(f"{type(lm.model).__name__} does not route attention through transformers' "
                       "AttentionInterface; falling back to the eager reference (slower, O(N^2) memory)", stacklevel=3)
@@ -288,7 +290,7 @@ def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, 
     weights, stats, topk = {}, {}, {}
     if method == "fast":
         session, _ = _run_fast(lm, inputs, layer_sel, head_sel, modes, top_k, full_dtype, block_elements,
-                               interventions)
+                               interventions, statistics)
         for s, layers in layer_sel.items():
             for rec in session.recorders:
                 missing = [l for l in layers if (s, l) not in rec.blocks]
@@ -308,7 +310,7 @@ def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, 
             if "full" in modes:
                 weights[s] = maps.to(full_dtype)
             if "stats" in modes:
-                stats[s] = _stats_from_maps(maps, _is_causal_stream(lm, s))
+                stats[s] = _stats_from_maps(maps, _is_causal_stream(lm, s), statistics)
             if "topk" in modes:
                 v, i = maps.topk(min(top_k, maps.shape[-1]), dim=-1)
                 topk[s] = (v.to(torch.float16), i.to(torch.int32))
@@ -337,6 +339,7 @@ def capture_batch(
     full_dtype: torch.dtype = torch.float16,
     truncate: bool = False,
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    statistics: Sequence[str] | str | None = None,
 ) -> list[AttentionTrace]:
     """Capture many texts (encoder or causal models) in padded batches; padding is stripped per example,
     so each trace equals the one-by-one capture. Texts are grouped by length to waste little padding."""
@@ -360,7 +363,8 @@ def capture_batch(
             batch[key] = torch.stack([torch.nn.functional.pad(encoded[i][0][key][0], (0, n - L), value=fill)
                                       for i, L in zip(idx, lengths)])  # (B, n): right padding
         batch["attention_mask"] = torch.stack([(torch.arange(n) < L).long() for L in lengths])  # (B, n)
-        session, _ = _run_fast(lm, batch, layer_sel, head_sel, modes, top_k, full_dtype, block_elements, ())
+        session, _ = _run_fast(lm, batch, layer_sel, head_sel, modes, top_k, full_dtype, block_elements, (),
+                               statistics)
         for b, (i, L) in enumerate(zip(idx, lengths)):
             weights, stats, topk = {}, {}, {}
             for rec in session.recorders:

@@ -57,10 +57,12 @@ def generate(
     top_k: int = 8,
     full_dtype: torch.dtype = torch.float16,
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    statistics: Sequence[str] | str | None = None,
 ) -> GenerationResult:
     """Generate greedily or by sampling and capture each step's attention (causal LMs, encoder-decoders, Whisper).
 
-    ``chat=True`` (or a list of messages) formats the prompt with the tokenizer's chat template.
+    ``chat=True`` (or a list of messages) formats the prompt with the tokenizer's chat template;
+    ``statistics`` picks the row statistics of stats mode, as in :func:`attnscope.capture.capture`.
     """
     lm = _as_loaded(model)
     modes = _modes(mode)
@@ -73,7 +75,7 @@ def generate(
         annotate_model(lm.model)
         lm.model._attnscope_annotated = True
     layer_sel, head_sel = resolve_selection(lm, layers, heads, None)
-    session = CaptureSession(recorders=make_recorders(modes, top_k, full_dtype),
+    session = CaptureSession(recorders=make_recorders(modes, top_k, full_dtype, statistics),
                              layers={s: set(v) for s, v in layer_sel.items()}, heads=dict(head_sel),
                              block_elements=block_elements)
     gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, return_dict_in_generate=True,

@@ -21,7 +21,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from .recorders import Recorder
+from .recorders import AttentionBlock, Recorder
 
 ATTN_NAME = "attnscope"
 # Elements of one recomputed probability block (B * h * bq * Nk); 4M float32 = 16 MB.
@@ -135,6 +135,65 @@ def _resolve_causal(module: torch.nn.Module, q_len: int, attention_mask, is_caus
     return bool(q_len > 1 and attention_mask is None and causal)
 
 
+class SiteScores:
+    """Pre-softmax scores of one attention call, computed block by block over query rows for some heads,
+    exactly as the model's attention (scaling, soft-cap, position bias, causal / padding / window masks).
+
+    query: (B, H, Nq, D); key: (B, Hkv, Nk, D) (grouped-query: head h reads kv head h // (H/Hkv));
+    attention_mask: bool (True = attend) or additive float, (B|1, 1|H, Nq, Nk); heads: (h,) int64.
+    The heads are gathered (and cast to float32) once, not per block.
+    """
+
+    def __init__(self, query, key, attention_mask, scaling: float, causal: bool, heads: torch.Tensor,
+                 position_bias: torch.Tensor | None = None, softcap: float | None = None):
+        groups = query.shape[1] // key.shape[1]
+        self.q = query[:, heads].float()  # (B, h, Nq, D)
+        self.k_t = key[:, heads // groups].float().transpose(-1, -2)  # (B, h, D, Nk)
+        self.scaling, self.causal, self.softcap = scaling, causal, softcap
+        self.bias = None
+        if position_bias is not None:
+            self.bias = position_bias[:, heads] if position_bias.shape[1] > 1 else position_bias  # (B|1, h|1, Nq, Nk)
+        self.mask = None
+        if attention_mask is not None:
+            self.mask = attention_mask[:, heads] if attention_mask.shape[1] > 1 else attention_mask
+
+    def block(self, q_slice: slice, masked_value: float = float("-inf")) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores (B, h, bq, Nk) float32 of the query rows ``q_slice``, masked keys set to ``masked_value``
+        (an additive float mask is added, then clamped at ``masked_value``), and the allowed-key mask
+        (B|1, 1|h, bq, Nk) bool or None."""
+        scores = torch.matmul(self.q[:, :, q_slice], self.k_t).mul_(self.scaling)  # (B, h, bq, Nk)
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
+        if self.bias is not None:
+            scores = scores + self.bias[:, :, q_slice].float()
+        allowed = None
+        if self.mask is not None:
+            m = self.mask[:, :, q_slice]  # (B|1, 1|h, bq, Nk)
+            if m.dtype == torch.bool:
+                allowed = m
+                scores = scores.masked_fill_(~m, masked_value)
+            else:
+                allowed = m > torch.finfo(m.dtype).min / 2
+                scores = (scores + m.float()).clamp_(min=masked_value)
+        elif self.causal:
+            nq, nk = self.q.shape[2], self.k_t.shape[-1]
+            rows = torch.arange(nq, device=scores.device)[q_slice]  # top-left alignment, as SDPA's is_causal
+            allowed = (rows[:, None] >= torch.arange(nk, device=scores.device)[None, :])[None, None]  # (1, 1, bq, Nk)
+            scores = scores.masked_fill_(~allowed, masked_value)
+        return scores, allowed
+
+
+def probs_from_scores(scores: torch.Tensor, heads: torch.Tensor, sinks: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax over keys (B, h, bq, Nk), with the model's attention sinks (one extra logit per head,
+    dropped after normalising) if it has them; fully masked (padding) rows become 0."""
+    if sinks is not None:
+        sink = sinks[heads].float().reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[2], 1)
+        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]  # (B, h, bq, Nk)
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    return torch.nan_to_num(probs, nan=0.0)
+
+
 def attention_probs_block(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -147,44 +206,12 @@ def attention_probs_block(
     softcap: float | None = None,
     sinks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Probabilities of a block of query rows for some heads, exactly as the model's attention.
+    """Probabilities of a block of query rows for some heads (shapes as :class:`SiteScores`).
 
-    query: (B, H, Nq, D); key: (B, Hkv, Nk, D) (grouped-query: head h reads kv head h // (H/Hkv));
-    attention_mask: bool (True = attend) or additive float, (B|1, 1|H, Nq, Nk); heads: (h,) int64.
     Returns probs (B, h, bq, Nk) float32 and the allowed-key mask (B|1, 1|h, bq, Nk) bool or None.
     """
-    n_heads, n_kv = query.shape[1], key.shape[1]
-    groups = n_heads // n_kv
-    q = query[:, heads, q_slice].float()  # (B, h, bq, D)
-    k = key[:, heads // groups].float()  # (B, h, Nk, D)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, h, bq, Nk)
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    if position_bias is not None:
-        pb = position_bias[:, heads] if position_bias.shape[1] > 1 else position_bias
-        scores = scores + pb[:, :, q_slice].float()
-    allowed = None
-    if attention_mask is not None:
-        m = attention_mask[:, heads] if attention_mask.shape[1] > 1 else attention_mask
-        m = m[:, :, q_slice]  # (B|1, 1|h, bq, Nk)
-        if m.dtype == torch.bool:
-            allowed = m
-            scores = scores.masked_fill(~m, float("-inf"))
-        else:
-            allowed = m > torch.finfo(m.dtype).min / 2
-            scores = scores + m.float()
-    elif causal:
-        nq, nk = query.shape[2], key.shape[2]
-        rows = torch.arange(nq, device=query.device)[q_slice]  # top-left alignment, as SDPA's is_causal
-        allowed = (rows[:, None] >= torch.arange(nk, device=query.device)[None, :])[None, None]  # (1, 1, bq, Nk)
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    if sinks is not None:
-        sink = sinks[heads].float().reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[2], 1)
-        probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]  # (B, h, bq, Nk)
-    else:
-        probs = torch.softmax(scores, dim=-1)
-    probs = torch.nan_to_num(probs, nan=0.0)  # fully masked (padding) rows
-    return probs, allowed
+    scores, allowed = SiteScores(query, key, attention_mask, scaling, causal, heads, position_bias, softcap).block(q_slice)
+    return probs_from_scores(scores, heads, sinks), allowed
 
 
 def _query_blocks(n_rows: int, row_elements: int, budget: int) -> list[slice]:
@@ -199,8 +226,11 @@ def _explicit_forward(module, query, key, value, attention_mask, scaling, causal
     all_heads = torch.arange(H, device=query.device)
     v = value[:, all_heads // groups].float()  # (B, H, Nk, Dv)
     out = torch.empty(B, H, Nq, value.shape[-1], dtype=torch.float32, device=query.device)
+    sinks = extra.get("sinks")
+    site_scores = SiteScores(query, key, attention_mask, scaling, causal, all_heads, extra.get("position_bias"),
+                             extra.get("softcap"))
     for qs in _query_blocks(Nq, B * H * key.shape[2], session.block_elements if session else DEFAULT_BLOCK_ELEMENTS):
-        probs, _ = attention_probs_block(query, key, attention_mask, scaling, causal, qs, all_heads, **extra)
+        probs = probs_from_scores(site_scores.block(qs)[0], all_heads, sinks)  # (B, H, bq, Nk)
         qpos = torch.arange(qs.start, qs.stop, device=query.device) + qpos0
         if session is not None:
             for iv in session.interventions:
@@ -271,21 +301,32 @@ def _record(session, site, query, key, attention_mask, scaling, causal, extra, q
     # ones, so key column 0 is then position (last query + 1 - Nk). Cross-attention keys start at 0.
     key_offset = 0 if site.stream in ("cross", "encoder_self") else max(0, qpos0 + Nq - Nk)
     ivs = [iv for iv in session.interventions if iv.applies(site)]
-    all_heads = torch.arange(H, device=query.device)
-    for qs in _query_blocks(Nq, B * (H if ivs else len(heads)) * Nk, session.block_elements):
-        if ivs:  # record what the model actually used
-            probs, allowed = attention_probs_block(q_det, k_det, mask, scaling, causal, qs, all_heads, **extra)
-            qpos_dev = torch.arange(qs.start, qs.stop, device=query.device) + qpos0
-            for iv in ivs:
-                probs = iv.apply(site, probs, qpos_dev)
-            probs = probs[:, heads]  # (B, h, bq, Nk)
-            if allowed is not None and allowed.shape[1] > 1:
-                allowed = allowed[:, heads]
-        else:
-            probs, allowed = attention_probs_block(q_det, k_det, mask, scaling, causal, qs, heads, **extra)
+    sinks = extra.get("sinks")
+    # Statistics come straight from the scores (no softmax map) unless the probabilities were changed by
+    # an intervention or the model has attention sinks; the other recorders take the probabilities.
+    from_scores = not ivs and sinks is None
+    computed = torch.arange(H, device=query.device) if ivs else heads  # interventions see every head
+    site_scores = SiteScores(q_det, k_det, mask, scaling, causal, computed, extra.get("position_bias"),
+                             extra.get("softcap"))
+    for qs in _query_blocks(Nq, B * len(computed) * Nk, session.block_elements):
         qpos = torch.arange(qs.start, qs.stop) + qpos0  # absolute query positions (for distances)
-        for rec in session.recorders:
-            rec.add((site.stream, site.layer), probs, allowed, qpos, key_offset)
+        if from_scores:
+            scores, allowed = site_scores.block(qs, masked_value=torch.finfo(torch.float32).min)
+            block = AttentionBlock(allowed, scores=scores)
+        else:
+            scores, allowed = site_scores.block(qs)
+            probs = probs_from_scores(scores, computed, sinks)  # (B, h|H, bq, Nk)
+            if ivs:  # record what the model actually used
+                for iv in ivs:
+                    probs = iv.apply(site, probs, qpos.to(query.device))
+                probs = probs[:, heads]  # (B, h, bq, Nk)
+                if allowed is not None and allowed.shape[1] > 1:
+                    allowed = allowed[:, heads]
+            block = AttentionBlock(allowed, probs=probs)
+        recorders = sorted(session.recorders, key=lambda r: r.overwrites_scores)
+        for i, rec in enumerate(recorders):
+            block.last_use = i == len(recorders) - 1
+            rec.add_block((site.stream, site.layer), block, qpos, key_offset)
 
 
 _registered = False

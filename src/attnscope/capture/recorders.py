@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 import torch
 
-from ..statistics import row_statistics
+from ..statistics import check_stat_names, row_statistics, row_statistics_from_scores
 
 Mode = Literal["full", "stats", "topk"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -19,10 +19,40 @@ MODES: tuple[str, ...] = get_args(Mode)
 SiteKey = tuple[str, int]  # (stream, layer)
 
 
+class AttentionBlock:
+    """One block of query rows at one site, as the fast path hands it to the recorders.
+
+    Holds the masked pre-softmax ``scores`` (B, h, bq, Nk) float32 (masked keys = finfo.min), or the
+    probabilities directly (after an intervention); ``probs`` is computed from the scores on first use.
+    ``allowed``: bool broadcastable to (B, h, bq, Nk), or None when every key is allowed.
+    """
+
+    def __init__(self, allowed: torch.Tensor | None, *, scores: torch.Tensor | None = None,
+                 probs: torch.Tensor | None = None):
+        if (scores is None) == (probs is None):
+            raise ValueError("AttentionBlock takes scores or probs")
+        self.allowed, self.scores, self._probs = allowed, scores, probs
+        self.last_use = True  # set by the fast path: False while later recorders still need this block
+
+    def scratch_scores(self) -> torch.Tensor:
+        """The scores for a consumer that overwrites them: the tensor itself on its last use, else a copy."""
+        return self.scores if self.last_use else self.scores.clone()
+
+    @property
+    def probs(self) -> torch.Tensor:
+        if self._probs is None:
+            probs = torch.softmax(self.scores, dim=-1)  # (B, h, bq, Nk); masked keys underflow to exactly 0
+            if self.allowed is not None:  # rows with no allowed key: 0, not uniform over masked keys
+                probs = probs.masked_fill(~self.allowed.any(-1, keepdim=True), 0.0)
+            self._probs = probs
+        return self._probs
+
+
 class Recorder:
     """Base: collects blocks per site; subclasses say what to keep of each block."""
 
     payload: str = ""
+    overwrites_scores = False  # the fast path calls such recorders last, so they can reuse the scores
 
     def __init__(self) -> None:
         self.blocks: dict[SiteKey, list[torch.Tensor | dict]] = {}
@@ -34,6 +64,11 @@ class Recorder:
         key_offset: absolute position of key column 0 (> 0 when a sliding-window cache dropped old keys)."""
         self.blocks.setdefault(site, []).append(self.reduce(probs, allowed, query_positions, key_offset))
         self.key_lengths.setdefault(site, []).append(key_offset + probs.shape[-1])
+
+    def add_block(self, site: SiteKey, block: AttentionBlock, query_positions: torch.Tensor,
+                  key_offset: int = 0) -> None:
+        """Called by the fast path; recorders that can work from scores override this."""
+        self.add(site, block.probs, block.allowed, query_positions, key_offset)
 
     def reduce(self, probs, allowed, query_positions, key_offset):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -64,12 +99,28 @@ class FullRecorder(Recorder):
 
 
 class StatsRecorder(Recorder):
-    """Keeps only per-row statistics (entropy, max, …): O(B·h·Nq) memory, no map."""
+    """Keeps only per-row statistics (entropy, max, …): O(B·h·Nq) memory, no map.
+
+    ``names``: which statistics (default ``STREAMING_STATS``: all but Gini, see ``attnscope.statistics``).
+    """
 
     payload = "stats"
+    overwrites_scores = True
+
+    def __init__(self, names=None) -> None:
+        super().__init__()
+        self.names = check_stat_names(names)
+
+    def add_block(self, site, block, query_positions, key_offset=0):
+        if block.scores is None or block._probs is not None:  # probabilities given (or already computed)
+            return self.add(site, block.probs, block.allowed, query_positions, key_offset)
+        stats = row_statistics_from_scores(block.scratch_scores(), block.allowed, query_positions, key_offset,
+                                           self.names)
+        self.blocks.setdefault(site, []).append(stats)  # name -> (B, h, bq)
+        self.key_lengths.setdefault(site, []).append(key_offset + block.scores.shape[-1])
 
     def reduce(self, probs, allowed, query_positions, key_offset):
-        return row_statistics(probs, allowed, query_positions, key_offset)  # name -> (B, h, bq)
+        return row_statistics(probs, allowed, query_positions, key_offset, self.names)  # name -> (B, h, bq)
 
     def assemble(self, site: SiteKey) -> dict[str, torch.Tensor]:
         blocks = self.blocks[site]
@@ -98,12 +149,12 @@ class TopKRecorder(Recorder):
         return torch.cat(vals, dim=2), torch.cat(idx, dim=2)  # (B, h, Nq, k) each
 
 
-def make_recorders(modes: set[str], top_k: int, full_dtype: torch.dtype) -> list[Recorder]:
+def make_recorders(modes: set[str], top_k: int, full_dtype: torch.dtype, statistics=None) -> list[Recorder]:
     out: list[Recorder] = []
     if "full" in modes:
         out.append(FullRecorder(full_dtype))
     if "stats" in modes:
-        out.append(StatsRecorder())
+        out.append(StatsRecorder(statistics))
     if "topk" in modes:
         out.append(TopKRecorder(top_k))
     return out

@@ -21,6 +21,8 @@ def corpus(
     errors: Optional[Path] = typer.Option(None, help="Rejected rows with reasons (default <out>.errors.jsonl)."),
     layers: Optional[str] = typer.Option(None, help="Layers, e.g. '0,2-4' (default all)."),
     heads: Optional[str] = typer.Option(None, help="Heads, e.g. '0-3' (default all)."),
+    statistics: Optional[str] = typer.Option(None, help="Head statistics, e.g. 'entropy,max' or 'all' "
+                                             "(default: all but gini, whose per-row sort is the costly one)."),
     format: Optional[str] = typer.Option(None, "--format", help="txt | jsonl | csv | parquet (default: from the suffix)."),
     text_field: str = typer.Option("text", help="JSONL field / CSV or Parquet column holding the text."),
     id_field: Optional[str] = typer.Option(None, help="Field holding a text id (default: the row number)."),
@@ -51,7 +53,8 @@ def corpus(
         try:
             n_ok, n_err = stream_corpus(model, sys.stdin.buffer, sys.stdout, layers=layer_list, heads=head_list,
                                         max_tokens=max_tokens, truncate=truncate, format=format or "txt",
-                                        text_field=text_field, id_field=id_field, errors_out=err_f)
+                                        text_field=text_field, id_field=id_field, errors_out=err_f,
+                                        statistics=statistics)
         finally:
             if err_f is not None:
                 err_f.close()
@@ -61,7 +64,8 @@ def corpus(
                      max_tokens=max_tokens, truncate=truncate, batch_size=batch_size,
                      max_batch_tokens=max_batch_tokens, shard_size=shard_size, text_field=text_field,
                      id_field=id_field, format=format, engine=engine, address=address, num_workers=workers,
-                     progress=progress and input != "-", overwrite=overwrite, keep_parts=keep_parts)
+                     progress=progress and input != "-", overwrite=overwrite, keep_parts=keep_parts,
+                     statistics=statistics)
     resumed = f" ({res.shards_resumed} shards resumed)" if res.shards_resumed else ""
     typer.echo(f"{res.n_texts} texts, {res.n_errors} errors in {res.seconds:.1f} s{resumed}\n"
                f"  statistics: {res.out}\n  aggregates: {res.aggregates}\n  errors:     {res.errors}", err=True)

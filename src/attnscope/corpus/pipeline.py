@@ -3,8 +3,9 @@
 Outputs of :func:`run_corpus` (all written atomically):
 
 - ``out`` (Parquet): one row per (text, layer, head): ``text_id, row, n_tokens, original_tokens, layer,
-  head`` and each head statistic (``HEAD_STATS``: the mean over the text's query rows of entropy, max,
-  sparsity, gini, effective_positions, first_token_mass, mean_distance, allowed_keys), rows in input order.
+  head`` and each head statistic (the mean over the text's query rows of entropy, max, sparsity,
+  effective_positions, first_token_mass, mean_distance, allowed_keys by default, ``statistics=`` to
+  choose, ``"all"`` to add gini), rows in input order.
 - ``aggregates`` (Parquet, default ``<out stem>.heads.parquet``): one row per (layer, head, statistic):
   ``n_texts, mean, std, min, q05, q25, q50, q75, q95, max`` over the texts (each text weighs 1).
 - ``errors`` (JSON lines, default ``<out stem>.errors.jsonl``): ``{"row", "id", "error"}`` for every row
@@ -30,7 +31,8 @@ from ..errors import InputError
 from ..models import LoadedModel
 from .reader import Record, count_records, read_records, read_stream
 from .shards import PartsDir, atomic_path, stats_schema, stats_table
-from .stats import HEAD_STATS, HeadStatsComputer
+from ..statistics import ROW_STATS
+from .stats import HeadStatsComputer, head_stat_names
 
 __all__ = ["CorpusSettings", "CorpusResult", "run_corpus", "process_shard", "aggregate", "stream_corpus",
            "default_paths", "QUANTILES"]
@@ -54,11 +56,12 @@ class CorpusSettings:
     text_field: str = "text"
     id_field: str | None = None
     format: str | None = None
+    statistics: list[str] | None = None  # head statistics; None = the default (head_stat_names)
 
     def computer(self, lm: LoadedModel | None = None) -> HeadStatsComputer:
         return HeadStatsComputer(lm if lm is not None else self.model, layers=self.layers, heads=self.heads,
                                  max_tokens=self.max_tokens, truncate=self.truncate,
-                                 block_elements=self.block_elements)
+                                 block_elements=self.block_elements, statistics=self.statistics)
 
 
 @dataclass
@@ -102,9 +105,10 @@ def process_shard(computer: HeadStatsComputer, records: Sequence[Record], batch_
         on_batch(len(errors), 0)
     items = [e for _, e in encoded]
     values = computer.compute_all(items, batch_size, max_batch_tokens, on_batch) if items else \
-        np.zeros((0, len(computer.layers), len(computer.heads), len(HEAD_STATS)), np.float32)
+        np.zeros((0, len(computer.layers), len(computer.heads), len(computer.statistics)), np.float32)
     table = stats_table([r.row for r, _ in encoded], [r.id for r, _ in encoded], [e.n_tokens for e in items],
-                        [e.original_tokens for e in items], computer.layers, computer.heads, values)
+                        [e.original_tokens for e in items], computer.layers, computer.heads, values,
+                        computer.statistics)
     return table, errors, sum(e.n_tokens for e in items)
 
 
@@ -122,7 +126,8 @@ def shards_of(records: Iterable[Record], shard_size: int) -> Iterator[tuple[int,
 
 # ---------------------------------------------------------------------------- aggregates
 def aggregate(table: pa.Table, quantiles: Sequence[float] = QUANTILES) -> pa.Table:
-    """Per (layer, head, statistic): n_texts, mean, std, min, quantiles, max over the texts of ``table``."""
+    """Per (layer, head, statistic): n_texts, mean, std, min, quantiles, max over the texts of ``table``
+    (every statistic column it has)."""
     qnames = [f"q{int(round(q * 100)):02d}" for q in quantiles]
     cols: dict[str, list] = {k: [] for k in ["layer", "head", "statistic", "n_texts", "mean", "std", "min",
                                              *qnames, "max"]}
@@ -134,7 +139,7 @@ def aggregate(table: pa.Table, quantiles: Sequence[float] = QUANTILES) -> pa.Tab
         layer_s, head_s = layer[order], head[order]
         bounds = np.flatnonzero(np.diff(layer_s.astype(np.int64) * 65536 + head_s)) + 1
         groups = np.split(order, bounds)
-        for s in HEAD_STATS:
+        for s in [c for c in table.column_names if c in ROW_STATS]:
             x = table.column(s).to_numpy()
             for (l, h), g in zip(pairs, groups):
                 v = x[g].astype(np.float64)
@@ -193,7 +198,7 @@ class _Progress:
 def _manifest(settings: CorpusSettings, source: str, lm_name: str, layers: list[int], heads: list[int]) -> dict:
     d = asdict(settings)
     d.update(model=lm_name, layers=layers, heads=heads, source=str(Path(source).resolve()) if source != "-" else "-",
-             statistics=list(HEAD_STATS), schema=1)
+             statistics=list(head_stat_names(settings.statistics)), schema=1)
     for k in ("batch_size", "max_batch_tokens", "block_elements"):  # do not change the numbers
         d.pop(k)
     return d
@@ -207,14 +212,18 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
                id_field: str | None = None, format: str | None = None, engine: str = "local",
                address: str | None = None, num_workers: int | None = None, progress: bool = False,
                overwrite: bool = False, keep_parts: bool = False, quantiles: Sequence[float] = QUANTILES,
-               block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> CorpusResult:
+               block_elements: int = DEFAULT_BLOCK_ELEMENTS, statistics: Sequence[str] | str | None = None
+               ) -> CorpusResult:
     """Per-text per-head statistics of a corpus file (txt / jsonl / csv / parquet, or ``"-"`` for stdin).
 
     Resumable: rerunning the same command after a crash or kill computes only the missing shards
     (``shard_size`` rows each). ``engine="ray"`` distributes shards over Ray actors, one model each
     (``address``: a Ray cluster address such as ``"auto"``; ``num_workers``: actors, default the
-    cluster's CPUs); results are the same as ``engine="local"``. See the module docstring for the outputs.
+    cluster's CPUs); results are the same as ``engine="local"``. ``statistics``: the head statistics
+    (default all but Gini, whose per-row sort costs more than the rest; ``"all"`` adds it). See the
+    module docstring for the outputs.
     """
+    head_stats = head_stat_names(statistics)  # validates before anything is written
     if engine not in ("local", "ray"):
         raise InputError(f"unknown engine {engine!r}; valid engines: local, ray")
     for name, v in (("batch_size", batch_size), ("shard_size", shard_size), ("max_batch_tokens", max_batch_tokens)):
@@ -233,7 +242,7 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
                               heads=list(heads) if heads is not None else None, max_tokens=max_tokens,
                               truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                               shard_size=shard_size, block_elements=block_elements, text_field=text_field,
-                              id_field=id_field, format=format)
+                              id_field=id_field, format=format, statistics=list(head_stats))
     result = CorpusResult(out=out_p, aggregates=agg_p, errors=err_p)
     if engine == "local":
         computer = settings.computer(model if not isinstance(model, str) else None)
@@ -269,24 +278,25 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
         bar.close()
         if engine == "ray":
             pool.shutdown()
-    _finalize(parts, out_p, agg_p, err_p, quantiles, result)
+    _finalize(parts, out_p, agg_p, err_p, quantiles, result, head_stats)
     if not keep_parts:
         parts.remove()
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def _finalize(parts: PartsDir, out_p: Path, agg_p: Path, err_p: Path, quantiles, result: CorpusResult) -> None:
+def _finalize(parts: PartsDir, out_p: Path, agg_p: Path, err_p: Path, quantiles, result: CorpusResult,
+              statistics: Sequence[str]) -> None:
     """Merge the shards in input order into the three outputs (each atomically)."""
     indices = parts.done_shards()
-    schema = stats_schema()
+    schema = stats_schema(statistics)
     with atomic_path(out_p) as tmp:
         with pq.ParquetWriter(tmp, schema) as w:
             for i in indices:
                 t = pq.read_table(parts.shard_path(i), schema=schema)
                 result.n_texts += t.num_rows
                 w.write_table(t)
-    table = pq.read_table(out_p, columns=["layer", "head", *HEAD_STATS])
+    table = pq.read_table(out_p, columns=["layer", "head", *statistics])
     nlh = len(np.unique(np.stack([table.column("layer").to_numpy(), table.column("head").to_numpy()], 1), axis=0)) \
         if table.num_rows else 1
     result.n_texts //= max(nlh, 1)
@@ -305,7 +315,7 @@ def _finalize(parts: PartsDir, out_p: Path, agg_p: Path, err_p: Path, quantiles,
 def stream_corpus(model: LoadedModel | str, stream: BinaryIO, out: TextIO, *, layers=None, heads=None,
                   max_tokens: int | None = None, truncate: bool = False, format: str = "txt",
                   text_field: str = "text", id_field: str | None = None, errors_out: TextIO | None = None,
-                  block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> tuple[int, int]:
+                  block_elements: int = DEFAULT_BLOCK_ELEMENTS, statistics=None) -> tuple[int, int]:
     """Read texts line by line from ``stream`` and write one JSON line per text to ``out`` as each completes.
 
     A result line: ``{"row", "id", "n_tokens", "layers", "heads", "stats": {name: [[per head] per layer]}}``;
@@ -313,7 +323,7 @@ def stream_corpus(model: LoadedModel | str, stream: BinaryIO, out: TextIO, *, la
     flushed at once. Returns (texts, errors).
     """
     computer = HeadStatsComputer(model, layers=layers, heads=heads, max_tokens=max_tokens, truncate=truncate,
-                                 block_elements=block_elements)
+                                 block_elements=block_elements, statistics=statistics)
     n_ok = n_err = 0
     for r in read_stream(stream, format, text_field, id_field):
         err = r.error
@@ -333,7 +343,7 @@ def stream_corpus(model: LoadedModel | str, stream: BinaryIO, out: TextIO, *, la
             line = json.dumps({"row": r.row, "id": r.id, "n_tokens": enc.n_tokens, "layers": computer.layers,
                                "heads": computer.heads,
                                "stats": {s: np.round(v[:, :, i].astype(np.float64), 7).tolist()
-                                         for i, s in enumerate(HEAD_STATS)}}, ensure_ascii=False)
+                                         for i, s in enumerate(computer.statistics)}}, ensure_ascii=False)
             n_ok += 1
         out.write(line + "\n")
         out.flush()

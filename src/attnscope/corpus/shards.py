@@ -16,7 +16,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -50,17 +50,17 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def stats_schema() -> pa.Schema:
-    """Columns of the per-text per-head table."""
+def stats_schema(statistics: Sequence[str] = HEAD_STATS) -> pa.Schema:
+    """Columns of the per-text per-head table: ids, sizes, layer, head, then one column per statistic."""
     return pa.schema([("text_id", pa.string()), ("row", pa.int64()), ("n_tokens", pa.int32()),
                       ("original_tokens", pa.int32()), ("layer", pa.int16()), ("head", pa.int16())]
-                     + [(s, pa.float32()) for s in HEAD_STATS])
+                     + [(s, pa.float32()) for s in statistics])
 
 
 def stats_table(rows: list[int], ids: list[str], n_tokens: list[int], original: list[int], layers: list[int],
-                heads: list[int], values: np.ndarray) -> pa.Table:
+                heads: list[int], values: np.ndarray, statistics: Sequence[str] = HEAD_STATS) -> pa.Table:
     """Long table: one row per (text, layer, head) from values (texts, layers, heads, stats), texts in given order."""
-    t, nl, nh, _ = values.shape if values.size else (len(rows), len(layers), len(heads), len(HEAD_STATS))
+    t, nl, nh, _ = values.shape if values.size else (len(rows), len(layers), len(heads), len(statistics))
     per = nl * nh
     cols: dict[str, Any] = {
         "text_id": pa.array(np.repeat(np.asarray(ids, dtype=object), per) if t else [], pa.string()),
@@ -70,10 +70,10 @@ def stats_table(rows: list[int], ids: list[str], n_tokens: list[int], original: 
         "layer": pa.array(np.tile(np.repeat(np.asarray(layers, dtype=np.int16), nh), t), pa.int16()),
         "head": pa.array(np.tile(np.asarray(heads, dtype=np.int16), nl * t), pa.int16()),
     }
-    flat = values.reshape(t * per, len(HEAD_STATS)) if t else np.zeros((0, len(HEAD_STATS)), np.float32)
-    for si, s in enumerate(HEAD_STATS):
+    flat = values.reshape(t * per, len(statistics)) if t else np.zeros((0, len(statistics)), np.float32)
+    for si, s in enumerate(statistics):
         cols[s] = pa.array(np.ascontiguousarray(flat[:, si]), pa.float32())
-    return pa.table(cols, schema=stats_schema())
+    return pa.table(cols, schema=stats_schema(statistics))
 
 
 class PartsDir:

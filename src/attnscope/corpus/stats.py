@@ -21,12 +21,21 @@ from ..capture.interface import DEFAULT_BLOCK_ELEMENTS
 from ..capture.recorders import StatsRecorder
 from ..errors import InputError
 from ..models import LoadedModel, load_model
-from ..statistics import ROW_STATS
+from ..statistics import STREAMING_STATS, check_stat_names
 
-# Head statistics: every row statistic except argmax (a position, whose mean means nothing), as head_stats().
-HEAD_STATS: tuple[str, ...] = tuple(s for s in ROW_STATS if s != "argmax")
 
-__all__ = ["HEAD_STATS", "Encoded", "HeadStatsComputer", "plan_batches"]
+def head_stat_names(statistics=None) -> tuple[str, ...]:
+    """Head statistics: the chosen row statistics (default: stats mode's, all but Gini; ``"all"`` adds
+    Gini) except argmax (a position, whose mean means nothing), as head_stats()."""
+    names = tuple(s for s in check_stat_names(statistics, STREAMING_STATS) if s != "argmax")
+    if not names:
+        raise InputError("choose at least one statistic other than argmax")
+    return names
+
+
+HEAD_STATS: tuple[str, ...] = head_stat_names()  # the default columns
+
+__all__ = ["HEAD_STATS", "Encoded", "HeadStatsComputer", "head_stat_names", "plan_batches"]
 
 
 @dataclass
@@ -61,12 +70,14 @@ class HeadStatsComputer:
 
     ``model``: a catalogue name, path or :class:`LoadedModel` (encoder or decoder-only); ``layers`` /
     ``heads``: model indices (None = all); ``max_tokens``: reject texts longer than this (default: the
-    model's limit); ``truncate``: cut texts to the model's limit instead of rejecting them.
+    model's limit); ``truncate``: cut texts to the model's limit instead of rejecting them;
+    ``statistics``: which head statistics (see :func:`head_stat_names`), in ``self.statistics``.
     """
 
     def __init__(self, model: LoadedModel | str, *, layers: Iterable[int] | None = None,
                  heads: Iterable[int] | None = None, max_tokens: int | None = None, truncate: bool = False,
-                 block_elements: int = DEFAULT_BLOCK_ELEMENTS):
+                 block_elements: int = DEFAULT_BLOCK_ELEMENTS, statistics=None):
+        self.statistics = head_stat_names(statistics)
         self.lm = load_model(model) if isinstance(model, str) else model
         if self.lm.kind not in ("encoder", "causal"):
             raise InputError(f"corpus statistics take encoder or decoder-only models; {self.lm.name} is {self.lm.kind}")
@@ -96,7 +107,7 @@ class HeadStatsComputer:
 
     # ------------------------------------------------------------------ computing
     def compute(self, items: Sequence[Encoded]) -> np.ndarray:
-        """float32 array (len(items), layers, heads, len(HEAD_STATS)) for one padded batch."""
+        """float32 array (len(items), layers, heads, len(self.statistics)) for one padded batch."""
         lengths = [e.n_tokens for e in items]
         n = max(lengths)
         batch: dict[str, torch.Tensor] = {}
@@ -107,14 +118,14 @@ class HeadStatsComputer:
         valid = torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]  # (B, n)
         batch["attention_mask"] = valid.long()
         session, _ = _run_fast(self.lm, batch, self.layer_sel, self.head_sel, {"stats"}, 1, torch.float16,
-                               self.block_elements, ())
+                               self.block_elements, (), self.statistics)
         rec = next(r for r in session.recorders if isinstance(r, StatsRecorder))
         parts = [rec.assemble(("self", layer)) for layer in self.layers]  # per layer: name -> (B, h, n)
         denom = torch.tensor(lengths, dtype=torch.float32)[:, None]  # (B, 1)
-        out = np.empty((len(items), len(self.layers), len(self.heads), len(HEAD_STATS)), dtype=np.float32)
+        out = np.empty((len(items), len(self.layers), len(self.heads), len(self.statistics)), dtype=np.float32)
         mask = valid[:, None, :]  # (B, 1, n)
         for li, p in enumerate(parts):
-            for si, name in enumerate(HEAD_STATS):
+            for si, name in enumerate(self.statistics):
                 x = p[name].float()  # (B, h, n)
                 out[:, li, :, si] = (torch.where(mask, x, 0.0).sum(-1) / denom).numpy()  # (B, h)
         return out
@@ -122,7 +133,7 @@ class HeadStatsComputer:
     def compute_all(self, items: Sequence[Encoded], batch_size: int = 32, max_batch_tokens: int = 16384,
                     on_batch=None) -> np.ndarray:
         """Statistics of any number of encoded texts, batched by length; rows in the order of ``items``."""
-        out = np.empty((len(items), len(self.layers), len(self.heads), len(HEAD_STATS)), dtype=np.float32)
+        out = np.empty((len(items), len(self.layers), len(self.heads), len(self.statistics)), dtype=np.float32)
         for idx in plan_batches([e.n_tokens for e in items], batch_size, max_batch_tokens):
             out[idx] = self.compute([items[i] for i in idx])
             if on_batch is not None:

@@ -1,0 +1,67 @@
+"""The two statistics entry points (from probabilities, from masked scores) agree, and name selection works."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnscope.errors import UnknownNameError
+from attnscope.statistics import (ROW_STATS, STREAMING_STATS, check_stat_names, row_statistics,
+                                  row_statistics_from_scores)
+
+NEG = torch.finfo(torch.float32).min
+
+
+def _case(seed: int, nq: int = 7, nk: int = 11):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(2, 3, nq, nk, generator=g) * 3  # (B, H, Nq, Nk)
+    allowed = torch.rand(2, 1, nq, nk, generator=g) > 0.3  # (B, 1, Nq, Nk): a ragged mask
+    allowed[1, 0, 2] = False  # one fully masked row
+    allowed[0, 0, :, 0] = True
+    return scores, allowed
+
+
+@pytest.mark.parametrize("key_offset", [0, 5])
+def test_scores_path_equals_probability_path(key_offset):
+    scores, allowed = _case(0)
+    qpos = torch.arange(scores.shape[2]) + 9
+    probs = torch.nan_to_num(torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1), nan=0.0)
+    ref = row_statistics(probs, allowed, qpos, key_offset)
+    got = row_statistics_from_scores(scores.masked_fill(~allowed, NEG), allowed, qpos, key_offset, "all")
+    assert list(got) == list(ROW_STATS)
+    for k in ROW_STATS:
+        torch.testing.assert_close(got[k].float(), ref[k].float(), atol=2e-6, rtol=1e-5, msg=k)
+    assert got["entropy"][1, :, 2].eq(0).all() and got["allowed_keys"][1, :, 2].eq(0).all()  # fully masked row
+
+
+def test_scores_path_known_row():
+    # weights 1/2, 1/4, 1/4 -> entropy 1.5 ln 2, max 1/2, Gini (2*3-3-1)/3*1/2 + ... computed by hand below
+    scores = torch.log(torch.tensor([[[[0.5, 0.25, 0.25]]]]))  # (1, 1, 1, 3)
+    st = row_statistics_from_scores(scores.clone(), None, torch.tensor([2]), names="all")
+    assert st["entropy"].item() == pytest.approx(1.5 * torch.log(torch.tensor(2.0)).item(), abs=1e-6)
+    assert st["max"].item() == pytest.approx(0.5, abs=1e-7) and st["argmax"].item() == 0
+    # ascending 1/4, 1/4, 1/2 with ranks 1..3: G = ((2-4)/4 + (4-4)/4 + (6-4)/2) / 3 = 1/6
+    assert st["gini"].item() == pytest.approx(1 / 6, abs=1e-6)
+    assert st["mean_distance"].item() == pytest.approx(0.5 * 2 + 0.25 * 1 + 0, abs=1e-6)
+    assert st["effective_positions"].item() == 3 and st["sparsity"].item() == 0
+
+
+def test_scores_path_leaves_no_trace_of_masked_keys():
+    scores, allowed = _case(1)
+    base = scores.masked_fill(~allowed, NEG)
+    shifted = torch.where(allowed, scores, torch.full_like(scores, -1e30))  # another masked value, same result
+    a = row_statistics_from_scores(base.clone(), allowed, torch.arange(7))
+    b = row_statistics_from_scores(shifted.clone(), allowed, torch.arange(7))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_stat_name_selection():
+    assert check_stat_names(None) == STREAMING_STATS and "gini" not in STREAMING_STATS
+    assert check_stat_names("all") == ROW_STATS
+    assert check_stat_names("max, entropy") == ("entropy", "max")
+    with pytest.raises(UnknownNameError, match="valid statistics"):
+        check_stat_names(["entropy", "ginny"])
+    scores, allowed = _case(2)
+    st = row_statistics(torch.softmax(scores, -1), None, torch.arange(7), names=["gini"])
+    assert list(st) == ["gini"]
