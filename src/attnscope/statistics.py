@@ -4,11 +4,10 @@ Two entry points compute the same numbers:
 
 - :func:`row_statistics` from probabilities (stored maps, the eager reference, intervened rows);
 - :func:`row_statistics_from_scores` from the masked pre-softmax scores of a query block — what the
-  fast path's statistics mode uses. It never forms the normalised map: with ``m`` the row maximum,
-  ``t = s - m``, ``e = exp(t)`` and ``Z = Σ e``, the weight is ``p = e / Z`` and ``log p = t - log Z``, so
-  entropy is ``log Z - Σ e·t / Z``, the largest weight is ``1 / Z``, and the threshold counts compare
-  ``t`` with ``log(threshold · Z)`` (the online-softmax identities of flash attention; Milakov &
-  Gimelshein 2018). The tests check the two agree with each other and with the eager reference.
+  fast path's statistics mode uses. With ``m`` the row maximum and ``Z = Σ exp(s - m)``, the largest
+  weight is ``1 / Z`` and ``log p = (s - m) - log Z``, so entropy is ``-log(max p) - Σ p (s - m)``: no
+  logarithm per element (the online-softmax identities of flash attention; Milakov & Gimelshein
+  2018). The tests check the two agree with each other and with the eager reference.
 
 Gini needs the row in sorted order (O(N log N) per row, several times the cost of everything else
 on a CPU at 512 tokens), so statistics mode leaves it out unless asked for (``STREAMING_STATS``);
@@ -17,7 +16,6 @@ statistics computed from stored maps include it.
 
 from __future__ import annotations
 
-import math
 from typing import Iterable, Literal, get_args
 
 import torch
@@ -126,10 +124,6 @@ def row_statistics(
     return {k: out[k] for k in names}
 
 
-_LOG_SPARSITY = math.log(SPARSITY_THRESHOLD)
-_LOG_EFFECTIVE = math.log(EFFECTIVE_THRESHOLD)
-
-
 @torch.no_grad()
 def row_statistics_from_scores(
     scores: torch.Tensor,
@@ -137,40 +131,41 @@ def row_statistics_from_scores(
     query_positions: torch.Tensor,
     key_offset: int = 0,
     names: Iterable[str] | str | None = STREAMING_STATS,
+    probs: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The statistics of :func:`row_statistics` for ``softmax(scores)``, without forming it.
+    """The statistics of :func:`row_statistics` for ``p = softmax(scores)``, in fewer passes over the block.
 
     scores: (..., Nq, Nk) float32 pre-softmax scores with the mask applied as a large negative *finite*
     value (``torch.finfo(torch.float32).min``, not -inf); **overwritten** (it becomes ``s - max``).
-    Rows with no allowed key give zeros, as ``row_statistics`` gives for an all-zero row.
+    probs: ``softmax(scores)`` if the caller has it already (computed here otherwise).
+    Uses ``max p = 1 / Z`` and ``log p = (s - m) - log Z``, so entropy is ``-log(max p) - Σ p (s - m)``
+    (no logarithm per element). Rows with no allowed key give zeros, as ``row_statistics`` gives for an
+    all-zero row.
     """
     names = check_stat_names(names)
     nk = scores.shape[-1]
     n_allowed = _n_allowed(allowed, scores.shape, scores.device)  # (..., Nq)
-    m, argmax = scores.max(-1, keepdim=True)  # (..., Nq, 1)
-    t = scores.sub_(m)  # (..., Nq, Nk): log p + log Z, <= 0; masked keys ~ finfo.min
-    e = t.exp()  # (..., Nq, Nk): unnormalised weights, masked keys exactly 0
-    z = e.sum(-1)  # (..., Nq)
-    log_z = z.log()
-    out: dict[str, torch.Tensor] = {}
+    if probs is None:
+        probs = torch.softmax(scores, dim=-1)  # (..., Nq, Nk); masked keys underflow to exactly 0
+    max_w, argmax = probs.max(-1)  # (..., Nq); max_w = 1 / Z
+    out: dict[str, torch.Tensor] = {"max": max_w, "argmax": argmax + key_offset}
     if "entropy" in names:
-        out["entropy"] = log_z - torch.linalg.vecdot(e, t) / z  # -Σ p log p = log Z - Σ e t / Z
-    if "max" in names or "argmax" in names:
-        out["max"], out["argmax"] = 1.0 / z, argmax[..., 0] + key_offset  # the max weight is e^0 / Z
+        t = scores.sub_(scores.gather(-1, argmax[..., None]))  # (..., Nq, Nk): s - m <= 0 (masked: ~finfo.min)
+        out["entropy"] = -max_w.log() - torch.linalg.vecdot(probs, t)  # -Σ p log p, log p = t - log Z
     if "sparsity" in names:
-        below = (t < (_LOG_SPARSITY + log_z)[..., None]).sum(-1, dtype=torch.float32)  # p < 0.01, masked too
-        out["sparsity"] = (below - (nk - n_allowed)) / n_allowed.clamp(min=1)
+        below = (probs < SPARSITY_THRESHOLD).sum(-1, dtype=torch.int32).float()  # masked keys (p = 0) too...
+        out["sparsity"] = (below - (nk - n_allowed)) / n_allowed.clamp(min=1)  # ...removed again
     if "gini" in names:
-        out["gini"] = _gini(e / z[..., None], n_allowed)
+        out["gini"] = _gini(probs, n_allowed)
     if "effective_positions" in names:
-        out["effective_positions"] = (t > (_LOG_EFFECTIVE + log_z)[..., None]).sum(-1, dtype=torch.float32)
+        out["effective_positions"] = (probs > EFFECTIVE_THRESHOLD).sum(-1, dtype=torch.int32).float()
     if "first_token_mass" in names:
-        out["first_token_mass"] = e[..., 0] / z if key_offset == 0 else z.new_zeros(z.shape)
+        out["first_token_mass"] = probs[..., 0] if key_offset == 0 else max_w.new_zeros(max_w.shape)
     if "mean_distance" in names:
-        out["mean_distance"] = torch.linalg.vecdot(e, _distances(query_positions, nk, key_offset, e.device)) / z
+        out["mean_distance"] = torch.linalg.vecdot(probs, _distances(query_positions, nk, key_offset, probs.device))
     out["allowed_keys"] = n_allowed.long()
     empty = n_allowed == 0
-    if bool(empty.any()):  # no allowed key: the "softmax" above is uniform over masked keys; report zeros
+    if bool(empty.any()):  # no allowed key: the softmax above is uniform over masked keys; report zeros
         for k in out:
             if k not in ("argmax", "allowed_keys"):  # argmax of an all-masked row is already column 0
                 out[k] = out[k].masked_fill(empty, 0)

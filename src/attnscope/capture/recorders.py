@@ -112,10 +112,10 @@ class StatsRecorder(Recorder):
         self.names = check_stat_names(names)
 
     def add_block(self, site, block, query_positions, key_offset=0):
-        if block.scores is None or block._probs is not None:  # probabilities given (or already computed)
+        if block.scores is None:  # probabilities given (an intervention changed them)
             return self.add(site, block.probs, block.allowed, query_positions, key_offset)
         stats = row_statistics_from_scores(block.scratch_scores(), block.allowed, query_positions, key_offset,
-                                           self.names)
+                                           self.names, probs=block._probs)
         self.blocks.setdefault(site, []).append(stats)  # name -> (B, h, bq)
         self.key_lengths.setdefault(site, []).append(key_offset + block.scores.shape[-1])
 
