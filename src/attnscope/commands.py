@@ -78,7 +78,7 @@ def analyze(
         lm = load_model(model, progress=lambda m: console.log(m))
     with console.status("capturing attention…"):
         trace = capture(lm, body, target=target, layers=layer_sel, heads=head_sel, mode=["full", "stats"],
-                        truncate=truncate)
+                        statistics="all", truncate=truncate)
     s = trace.resolve_stream(stream if stream else ("cross" if "cross" in trace.streams else None))
     if "truncated" in trace.meta:
         t = trace.meta["truncated"]
