@@ -76,9 +76,111 @@ class Tokens:
     def from_json(cls, d: dict[str, Any]) -> Tokens:
         return cls(d["text"], [tuple(o) for o in d["offsets"]], d["special"], d["ids"])
 
-    def labels(self) -> list[str]:
-        """Display labels: token strings with tokenizer word-piece markers kept as they are."""
-        return list(self.text)
+    def labels(self, text: str | None = None) -> list[str]:
+        """Readable display labels, one per token (for axes, tables and graph nodes).
+
+        With ``text`` (the sequence's original text, ``trace.texts[sequence]``) and character offsets,
+        a token's label is its exact span of the text, for any tokenizer: original case and accents,
+        no word-piece markers. Without them the markers are converted: byte-level BPE (GPT-2, Llama 3,
+        SmolLM2, Whisper) is decoded back to UTF-8 (``Ġcat`` → ``cat``, ``Ċ`` → ``\\n``),
+        SentencePiece's ``▁`` and byte-fallback pieces (``<0x0A>``) likewise, and WordPiece's ``##``
+        continuation prefix is dropped. Special tokens ([CLS], <s>, <|endoftext|>) and unknown-token
+        markers ([UNK], <unk>) are kept as they are: they are what the model saw.
+
+        Spaces at a token's edges are dropped; a token that is only whitespace shows it (``␣`` for a
+        space, ``\\n``, ``\\t``; ``␣×8`` for a long run). Tokens that each hold part of one character
+        (byte-level BPE splits a CJK character into up to 3 tokens) show the character and their part,
+        so neighbouring labels stay distinct: ``猫(1/3)``, ``猫(2/3)``, ``猫(3/3)``.
+        """
+        import codecs
+        import re
+        import unicodedata
+
+        n = len(self.text)
+        out: list[str] = list(self.text)
+        keep = [self.special[i] or self.text[i] in ("[UNK]", "<unk>", "<UNK>", "<|unk|>") for i in range(n)]
+
+        def visible(s: str) -> str:
+            if not s.strip():  # whitespace only (or empty): make it visible
+                parts = []
+                for m in re.finditer(r"(\s)\1*", s):
+                    sym = {" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(m.group(0)[0], "␣")
+                    parts.append(sym * len(m.group(0)) if len(m.group(0)) <= 3 else f"{sym}×{len(m.group(0))}")
+                return "".join(parts)
+            s = s.strip(" \u3000\u00a0")
+            return s.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+
+        def assign(idx: list[int], whole: str) -> None:
+            for p, i in enumerate(idx):
+                out[i] = visible(whole) if len(idx) == 1 else f"{visible(whole)}({p + 1}/{len(idx)})"
+
+        # 1. markers: tokens -> bytes (byte-level BPE, SentencePiece byte fallback, WordPiece), decoded in order
+        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        byte_of: dict[str, int] = {chr(b): b for b in printable}  # GPT-2 bytes_to_unicode, inverted
+        extra = 0
+        for b in range(256):
+            if b not in printable:
+                byte_of[chr(256 + extra)] = b
+                extra += 1
+        body = [t for t, k in zip(self.text, keep) if not k]
+        byte_level = bool(body) and all(c in byte_of for t in body for c in t)
+        if byte_level:
+            joined = bytes(byte_of[c] for t in body for c in t)
+            try:
+                byte_level = joined.decode("utf-8") != "".join(body)
+            except UnicodeDecodeError:  # only Latin-1 letters that are not UTF-8 bytes: plain text after all
+                byte_level = any(ord(c) >= 256 for t in body for c in t)
+
+        def to_bytes(t: str) -> bytes:
+            if byte_level:
+                return bytes(byte_of[c] for c in t)
+            pieces = re.findall(r"<0x[0-9A-Fa-f]{2}>|[^<]+|<", t)
+            if len(t) > 2 and t.startswith("##"):
+                t = t[2:]
+                pieces = [t]
+            return b"".join(bytes([int(p[3:5], 16)]) if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", p)
+                            else p.replace("▁", " ").encode("utf-8") for p in pieces)
+
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending: list[int] = []
+        for i in range(n):
+            if keep[i]:
+                if pending:  # an incomplete character cut by a special token
+                    assign(pending, decoder.decode(b"", final=True))
+                    decoder.reset()
+                    pending = []
+                continue
+            got = decoder.decode(to_bytes(self.text[i]))
+            pending.append(i)
+            if got or not self.text[i]:
+                assign(pending, got)
+                pending = []
+        if pending:
+            assign(pending, decoder.decode(b"", final=True))
+        if text is None or not any(0 <= a < b <= len(text) for a, b in self.offsets):
+            return out
+        # 2. exact: each token's character span of the text (tokens sharing a span share it), used when the
+        # spans agree with the tokens (offsets from another text, e.g. a hand-built trace, are not trusted)
+        marked, out = out, list(self.text)
+        i = 0
+        while i < n:
+            a, b = self.offsets[i]
+            if keep[i] or not 0 <= a < b <= len(text):
+                out[i] = marked[i]
+                i += 1
+                continue
+            j = i
+            while j + 1 < n and not keep[j + 1] and self.offsets[j + 1] == (a, b):
+                j += 1
+            assign(list(range(i, j + 1)), text[a:b])
+            i = j + 1
+
+        def norm(s: str) -> str:
+            return "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c)).casefold()
+
+        body_idx = [i for i in range(n) if not keep[i]]
+        agree = sum(norm(out[i]) == norm(marked[i]) for i in body_idx)
+        return out if agree >= 0.9 * len(body_idx) else marked
 
 
 class _LazyTensor:

@@ -17,6 +17,16 @@ def maps(trace, stream: str | None) -> tuple[str, np.ndarray]:
     return s, trace.weights(s).double().numpy()
 
 
+def token_labels(trace, stream: str | None, which: str = "query") -> list[str]:
+    """Display labels of a stream's query or key tokens, exact from the text's character offsets where the
+    trace has the text (see :meth:`attnscope.trace.Tokens.labels`)."""
+    from ..trace import STREAM_SEQUENCES
+
+    s = trace.resolve_stream(stream)
+    seq = STREAM_SEQUENCES[s][0 if which == "query" else 1]
+    return trace.tokens[seq].labels(trace.texts.get(seq))
+
+
 def require_square(trace, stream: str | None, what: str) -> str:
     s = trace.resolve_stream(stream)
     if s == "cross":

@@ -7,7 +7,7 @@ import difflib
 import numpy as np
 
 from ..errors import InputError, UnknownNameError
-from ._common import maps
+from ._common import maps, token_labels
 from .registry import register_analysis
 from .results import HeadScores, TraceComparison
 
@@ -52,8 +52,8 @@ def compare(trace, other=None, stream: str | None = None, align: str = "position
     if wa.shape[:2] != wb.shape[:2] or trace.layers[s] != other.layers[other.resolve_stream(s_b)]:
         raise InputError(f"the traces hold different layers/heads ({wa.shape[:2]} vs {wb.shape[:2]}); "
                          "sel() the same layers and heads in both")
-    qa, ka = trace.query_tokens(s).labels(), trace.key_tokens(s).labels()
-    qb, kb = other.query_tokens(s_b).labels(), other.key_tokens(s_b).labels()
+    qa, ka = token_labels(trace, s, "query"), token_labels(trace, s, "key")
+    qb, kb = token_labels(other, s_b, "query"), token_labels(other, s_b, "key")
     if align == "position":
         if wa.shape != wb.shape:
             raise InputError(f"attention shapes differ ({wa.shape} vs {wb.shape}); pass align='tokens' to "

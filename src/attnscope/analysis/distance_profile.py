@@ -37,5 +37,5 @@ def distance_profile(trace, stream: str | None = None, max_distance: int = 32) -
             per_q = (fused[li] * m).sum(-1)[m.any(-1)] / m.sum(-1)[m.any(-1)]
             vals.append(per_q.mean() if per_q.size else 0.0)
         series[f"layer {layer}"] = np.array(vals)
-    return Curves(x.astype(float), series, "distance_profile", "distance (query − key, tokens)",
+    return Curves(x.astype(float), series, "distance_profile", "distance (query − key, tokens)" if causal else "distance |query − key| (tokens)",
                   "mean attention weight", spread, meta={"stream": s, "causal": causal})

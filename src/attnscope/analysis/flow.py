@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ._common import allowed, fuse_heads, maps, require_square
+from ._common import allowed, fuse_heads, maps, require_square, token_labels
 from .registry import register_analysis
 from .results import TokenMaps
 from .rollout import residual_attention
@@ -112,8 +112,8 @@ def flow(trace, stream: str | None = None, head_fusion: str = "mean", residual: 
     if normalize:
         tot = raw.sum(-1, keepdims=True)
         vals = raw / np.where(tot > 0, tot, 1.0)
-    labels = trace.query_tokens(s).labels()
+    labels = token_labels(trace, s)
     outs = list(range(n)) if outputs is None else [int(o) for o in outputs]
     return TokenMaps(vals[None], [layers[-1]], [labels[o] for o in outs], labels, "flow", s,
                      meta={"raw": raw, "outputs": outs, "head_fusion": head_fusion, "residual": residual,
-                           "normalized": normalize})
+                           "normalized": normalize, "causal": bool(trace.meta.get("causal", {}).get(s, False))})

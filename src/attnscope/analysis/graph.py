@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import maps, require_square
+from ._common import maps, require_square, token_labels
 from .registry import register_analysis
 from .results import GraphResult, TokenScores
 
@@ -65,7 +65,7 @@ def attention_graph(trace, stream: str | None = None, layer: int = -1, head: int
     _, w = maps(sub, s)  # (1, H, N, N)
     a = w[0].mean(0)  # (N, N)
     g = attention_graph_from_map(a, threshold, self_loops)
-    labels = trace.query_tokens(s).labels()
+    labels = token_labels(trace, s)
     for i, t in enumerate(labels):
         g.nodes[i]["label"] = t
     scores, notes = centralities(g)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import allowed, maps, require_square
+from ._common import allowed, maps, require_square, token_labels
 from .registry import register_analysis
 from .results import Curves
 
@@ -31,4 +31,4 @@ def position_variance(trace, stream: str | None = None) -> Curves:
             v[j] = col.var() if col.size > 1 else 0.0
         series[f"layer {layer}"] = v
     return Curves(np.arange(n, dtype=float), series, "position_variance", "key position", "variance of attention received",
-                  meta={"stream": s, "tokens": trace.key_tokens(s).labels()})
+                  meta={"stream": s, "tokens": token_labels(trace, s, "key")})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ._common import allowed, fuse_heads, maps, require_square
+from ._common import allowed, fuse_heads, maps, require_square, token_labels
 from .registry import register_analysis
 from .results import TokenMaps
 
@@ -63,7 +63,7 @@ def rollout(trace, stream: str | None = None, head_fusion: str = "mean", residua
     for li in range(a.shape[0]):
         r = a[li] @ r
         out[li] = r
-    labels = trace.query_tokens(s).labels()
+    labels = token_labels(trace, s)
     return TokenMaps(out, layers, labels, labels, "rollout", s,
                      meta={"head_fusion": head_fusion, "residual": residual, "discard_ratio": discard_ratio,
                            "causal": bool(trace.meta.get("causal", {}).get(s, False))})
