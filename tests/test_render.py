@@ -91,8 +91,9 @@ def test_cross_alignment_axes_are_source_and_target():
     fig = rd.cross_alignment(t)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "source" and ax.get_ylabel() == "target"
-    assert [x.get_text() for x in visible_ticklabels(fig, ax, "x")] == t.tokens["source"].text
-    assert [y.get_text() for y in visible_ticklabels(fig, ax, "y")] == t.tokens["target"].text
+    # readable labels: SentencePiece's "▁" dropped
+    assert [x.get_text() for x in visible_ticklabels(fig, ax, "x")] == ["Das", "ist", "ein", "Test", ".", "</s>"]
+    assert [y.get_text() for y in visible_ticklabels(fig, ax, "y")] == ["<pad>", "This", "is", "a", "test", "."]
     plt.close(fig)
     with pytest.raises(InputError, match="cross"):
         rd.cross_alignment(encoder_trace())
@@ -137,6 +138,25 @@ def test_animation_gif_has_one_frame_per_layer(tmp_path):
             rd.layer_animation(encoder_trace(), tmp_path / "anim.mp4")
 
 
+@pytest.mark.skipif(not rd.mp4_available(), reason="MP4 needs ffmpeg on PATH (apt-get install -y ffmpeg; `make setup` does)")
+def test_animation_mp4_one_frame_per_layer(tmp_path):
+    import json
+    import shutil
+    import subprocess
+
+    t = encoder_trace(layers=4, heads=2)
+    path = rd.layer_animation(t, tmp_path / "anim.mp4", fps=2, dpi=60)
+    assert path.suffix == ".mp4" and path.stat().st_size > 1000
+    if shutil.which("ffprobe") is None:
+        pytest.skip("ffprobe not found next to ffmpeg")
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=codec_name,width,height,nb_read_frames", "-of", "json", str(path)],
+                           capture_output=True, text=True, check=True)
+    st = json.loads(probe.stdout)["streams"][0]
+    assert int(st["nb_read_frames"]) == 4  # one frame per layer
+    assert st["codec_name"] == "h264" and int(st["width"]) % 2 == 0 and int(st["height"]) % 2 == 0
+
+
 def test_flow_3d_html_is_offline(tmp_path):
     path = rd.write_flow_3d_html(encoder_trace(layers=2, heads=2, words=["[CLS]", "<b>x</b>", "猫", "[SEP]"]), tmp_path / "f.html")
     html = path.read_text(encoding="utf-8")
@@ -145,3 +165,86 @@ def test_flow_3d_html_is_offline(tmp_path):
     assert not re.search(r"<script[^>]*\ssrc=", html), "plotly.js must be inlined, not loaded from a CDN"
     assert len(html) > 1_000_000  # plotly.js inlined
     assert "<b>x</b>" not in html
+
+
+SENTENCE = ["[CLS]", "The", "animal", "didn", "'", "t", "cross", "the", "street", "because", "it", "was", "too",
+            "tired", ".", "[SEP]"]
+
+
+def test_short_sentence_shows_every_label_in_every_figure():
+    """Thinning starts only when labels would overlap: a 16-token sentence keeps all of them, in small panels too."""
+    t = encoder_trace(layers=6, heads=2, words=SENTENCE)
+    figs = {"heatmap": rd.head_heatmap(t, 0, 0), "layer_means": rd.layer_means(t),
+            "rollout": rd.rollout_figure(run_analysis("rollout", t)), "bars": rd.query_bars(t, 2),
+            "animation-like": rd.token_map(run_analysis("flow", t))}
+    for name, fig in figs.items():
+        fig.canvas.draw()
+        for ax in fig.axes:
+            if not ax.get_images() and not ax.patches:
+                continue  # colour bars
+            for axis in ("x", "y"):
+                target = ax.xaxis if axis == "x" else ax.yaxis
+                if not hasattr(target.get_major_locator(), "stride"):
+                    continue
+                labels = visible_ticklabels(fig, ax, axis)
+                assert len(labels) == target.get_major_locator().n, (name, axis)
+                assert no_overlap(fig, labels), (name, axis)
+        plt.close(fig)
+
+
+def test_every_token_figure_thinned_without_overlap_at_512_tokens():
+    t = causal_trace(layers=2, heads=2, words=[f"tok{i}" for i in range(512)])
+    figs = [rd.layer_means(t), rd.rollout_figure(run_analysis("rollout", t)), rd.query_bars(t, 511),
+            rd.curves_figure(run_analysis("position_variance", t))]
+    for fig in figs:
+        fig.canvas.draw()
+        n_axes = 0
+        for ax in fig.axes:
+            for axis in ("x", "y"):
+                target = ax.xaxis if axis == "x" else ax.yaxis
+                if not hasattr(target.get_major_locator(), "stride"):
+                    continue
+                labels = visible_ticklabels(fig, ax, axis)
+                assert 5 <= len(labels) < 512 and no_overlap(fig, labels)
+                n_axes += 1
+        assert n_axes >= 1
+        plt.close(fig)
+
+
+def test_causal_maps_grey_out_masked_cells():
+    t = causal_trace(layers=2, heads=2)
+    n = len(t.tokens["input"])
+    fig = rd.head_heatmap(t, 0, 0)
+    ax = fig.axes[0]
+    img = ax.get_images()[0].get_array()
+    assert img.mask.sum() == n * (n - 1) // 2  # the upper triangle is masked, drawn in MASKED_COLOUR
+    assert len(ax.texts) == n * (n + 1) // 2  # only visible cells carry values
+    assert "masked" in fig.axes[1].get_ylabel()
+    plt.close(fig)
+    fig = rd.rollout_figure(run_analysis("rollout", t))
+    assert fig.axes[0].get_images()[0].get_array().mask.sum() == n * (n - 1) // 2
+    plt.close(fig)
+    fig = rd.head_heatmap(encoder_trace(), 0, 0)  # encoders: nothing masked, no note
+    assert "masked" not in fig.axes[1].get_ylabel()
+    plt.close(fig)
+
+
+def test_projection_labels_do_not_overlap_when_there_is_room():
+    p = run_analysis("head_projection", encoder_trace(layers=6, heads=12, words=SENTENCE), method="pca")
+    fig = rd.projection_figure(p)
+    texts = [t for t in fig.axes[0].texts]
+    assert len(texts) == 72 and {t.get_text() for t in texts} == set(p.labels)
+    r = fig.canvas.get_renderer()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t, r) for t in texts]  # the label text, not its leader line
+    overlaps = sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    naive = rd.projection_figure(p, annotate=False)
+    ax = naive.axes[0]
+    naive_boxes = [Text.get_window_extent(ax.annotate(lab, (x, y), xytext=(3, 3), textcoords="offset points",
+                                                      fontsize=7), naive.canvas.get_renderer())
+                   for (x, y), lab in zip(p.coords, p.labels)]
+    naive_overlaps = sum(a.overlaps(b) for i, a in enumerate(naive_boxes) for b in naive_boxes[i + 1:])
+    assert overlaps <= naive_overlaps / 3, (overlaps, naive_overlaps)  # 60 heads crowd one spot here
+    plt.close(naive)
+    plt.close(fig)

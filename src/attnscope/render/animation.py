@@ -9,6 +9,11 @@ import matplotlib.pyplot as plt
 from matplotlib import animation
 
 from ..errors import InputError, UnknownNameError
+import numpy as np
+from matplotlib.colors import Normalize, PowerNorm
+
+from ..analysis._common import token_labels
+from .figures import LONG_INPUT, MASKED_COLOUR, _weight_label
 from .style import SEQUENTIAL_CMAP, set_token_ticks, style
 
 FORMATS = ("gif", "mp4")
@@ -33,21 +38,30 @@ def layer_animation(trace, path: str | os.PathLike, stream: str | None = None, f
     path = path.with_suffix("." + fmt)
     s = trace.resolve_stream(stream)
     w = trace.weights(s).numpy().mean(1)  # (L, Nq, Nk)
-    ql, kl = trace.query_tokens(s).labels(), trace.key_tokens(s).labels()
+    ql, kl = token_labels(trace, s, "query"), token_labels(trace, s, "key")
     with style():
         n = max(len(ql), len(kl))
         side = 6.5 if n <= 64 else 9.0
         fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
-        im = ax.imshow(w[0], cmap=SEQUENTIAL_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ok = trace.allowed_mask(s)
+        ok = None if ok is None else ok.numpy()
+
+        def shown(m):
+            return m if ok is None else np.ma.masked_array(m, mask=~ok)
+
+        long_input = n > LONG_INPUT
+        cm = plt.get_cmap(SEQUENTIAL_CMAP).with_extremes(bad=MASKED_COLOUR)
+        norm = PowerNorm(0.5, vmin=0, vmax=1) if long_input else Normalize(0, 1)  # as in the static heatmaps
+        im = ax.imshow(shown(w[0]), cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
         set_token_ticks(ax, "x", kl)
         set_token_ticks(ax, "y", ql)
         ax.set_xlabel("key")
         ax.set_ylabel("query")
-        fig.colorbar(im, ax=ax, shrink=0.8, label="mean weight over heads")
+        fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, "mean weight over heads", n))
         title = ax.set_title("")
 
         def frame(k: int):
-            im.set_data(w[k])
+            im.set_data(shown(w[k]))
             title.set_text(f"{trace.model_id or 'attention'} — {s}, layer {trace.layers[s][k]} (mean over heads)")
             return [im, title]
 

@@ -10,9 +10,11 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import PowerNorm
 from matplotlib.ticker import MaxNLocator
 
 from ..analysis import results as R
+from ..analysis._common import token_labels
 from ..errors import InputError
 from .style import (ANNOTATE_MAX, DIVERGING_CMAP, SCORE_CMAP, SEQUENTIAL_CMAP, set_token_ticks, styled)
 
@@ -24,10 +26,22 @@ def _square_size(nq: int, nk: int, base: float = 6.0) -> tuple[float, float]:
     return (w + 1.6, h + 1.2)
 
 
+LONG_INPUT = 64  # above this many tokens, sequential heatmaps use a square-root colour scale
+MASKED_COLOUR = "#cfcfcf"  # cells a query cannot see (causal mask): grey, unlike a weight of 0 (white)
+
+
 def _heat(ax, m: np.ndarray, qlabels: Sequence[str], klabels: Sequence[str], cmap: str = SEQUENTIAL_CMAP,
           vmin: float | None = 0.0, vmax: float | None = None, annotate: bool | None = None,
-          xlabel: str = "key", ylabel: str = "query"):
-    im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+          xlabel: str = "key", ylabel: str = "query", allowed: np.ndarray | None = None):
+    """Heatmap of ``m`` (query × key); cells outside ``allowed`` (the causal mask) are drawn grey, not annotated."""
+    cm = plt.get_cmap(cmap).with_extremes(bad=MASKED_COLOUR)
+    shown = np.ma.masked_array(m, mask=~allowed) if allowed is not None else m
+    if cmap == SEQUENTIAL_CMAP and max(m.shape) > LONG_INPUT and (vmin or 0) >= 0:
+        # long inputs spread weight thinly: a square-root scale keeps the small weights visible
+        norm = PowerNorm(0.5, vmin=vmin or 0.0, vmax=vmax if vmax is not None else max(float(np.nanmax(m)), 1e-12))
+        im = ax.imshow(shown, cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
+    else:
+        im = ax.imshow(shown, cmap=cm, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     set_token_ticks(ax, "x", klabels)
     set_token_ticks(ax, "y", qlabels)
     ax.set_xlabel(xlabel)
@@ -39,14 +53,25 @@ def _heat(ax, m: np.ndarray, qlabels: Sequence[str], klabels: Sequence[str], cma
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 v = m[i, j]
+                if allowed is not None and not allowed[i, j]:
+                    continue
                 ax.text(j, i, f"{v:.2f}".replace("0.", ".", 1) if abs(v) < 0.995 else f"{v:.2f}", ha="center",
                         va="center", fontsize=6.5, color="white" if abs(v) > 0.6 * hi else "black")
     return im
 
 
 def _labels(trace, stream: str, which: str) -> list[str]:
-    toks = trace.query_tokens(stream) if which == "query" else trace.key_tokens(stream)
-    return toks.labels()
+    return token_labels(trace, stream, which)
+
+
+def _allowed(trace, stream: str) -> np.ndarray | None:
+    m = trace.allowed_mask(stream)
+    return None if m is None else m.numpy()
+
+
+def _weight_label(allowed: np.ndarray | None, label: str, n: int = 0) -> str:
+    return (label + (" (square-root scale)" if n > LONG_INPUT else "")
+            + ("\n(grey: masked, not visible to the query)" if allowed is not None and not allowed.all() else ""))
 
 
 # ---------------------------------------------------------------------------------- trace figures
@@ -57,8 +82,9 @@ def head_heatmap(trace, layer: int = 0, head: int = 0, stream: str | None = None
     m = trace.head(layer, head, s).numpy()
     ql, kl = _labels(trace, s, "query"), _labels(trace, s, "key")
     fig, ax = plt.subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
-    im = _heat(ax, m, ql, kl, annotate=annotate, vmax=1.0 if m.max() > 0.5 else None)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="attention weight")
+    ok = _allowed(trace, s)
+    im = _heat(ax, m, ql, kl, annotate=annotate, vmax=1.0 if m.max() > 0.5 else None, allowed=ok)
+    fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, "attention weight", max(m.shape)))
     ax.set_title(f"{trace.model_id or 'attention'} — {s}, layer {layer}, head {head}")
     return fig
 
@@ -70,13 +96,16 @@ def layer_head_grid(trace, stream: str | None = None, max_layers: int = 32, max_
     w = trace.weights(s).numpy()  # (L, H, Nq, Nk)
     layers, heads = trace.layers[s][:max_layers], trace.heads[s][:max_heads]
     nl, nh = len(layers), len(heads)
-    cell = 1.15 if nh <= 12 else 0.9
+    cell = (1.15 if nh <= 12 else 0.9) * (0.8 if nl > 16 else 1.0)
+    ok = _allowed(trace, s)
+    cm = plt.get_cmap(SEQUENTIAL_CMAP).with_extremes(bad=MASKED_COLOUR)
     fig, axes = plt.subplots(nl, nh, figsize=(cell * nh + 1.0, cell * nl + 0.8), squeeze=False,
                              layout="constrained")
     for li in range(nl):
         for hi in range(nh):
             ax = axes[li, hi]
-            ax.imshow(w[li, hi], cmap=SEQUENTIAL_CMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+            shown = w[li, hi] if ok is None else np.ma.masked_array(w[li, hi], mask=~ok)
+            ax.imshow(shown, cmap=cm, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if li == 0:
@@ -90,25 +119,29 @@ def layer_head_grid(trace, stream: str | None = None, max_layers: int = 32, max_
 
 
 @styled
-def layer_means(trace, stream: str | None = None, cols: int = 4):
+def layer_means(trace, stream: str | None = None, cols: int | None = None):
     """The head-averaged map of each layer."""
     s = trace.resolve_stream(stream)
     w = trace.weights(s).numpy().mean(1)  # (L, Nq, Nk)
     nl = w.shape[0]
+    if cols is None:  # near-square, at most 6 panels a row, the fewest empty panels
+        first = min(math.ceil(math.sqrt(nl)), 6)
+        cols = min(range(first, min(first + 2, 6) + 1), key=lambda c: (math.ceil(nl / c) * c - nl, c))
     cols = min(cols, nl)
     rows = math.ceil(nl / cols)
     ql, kl = _labels(trace, s, "query"), _labels(trace, s, "key")
     side = 3.4 if len(kl) <= 64 else 4.2
     fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 1, side * rows + 0.6), squeeze=False,
                              layout="constrained")
+    ok = _allowed(trace, s)
     im = None
     for k, ax in enumerate(axes.flat):
         if k >= nl:
             ax.axis("off")
             continue
-        im = _heat(ax, w[k], ql, kl, annotate=False, vmax=1.0, xlabel="", ylabel="")
+        im = _heat(ax, w[k], ql, kl, annotate=False, vmax=1.0, xlabel="", ylabel="", allowed=ok)
         ax.set_title(f"layer {trace.layers[s][k]}")
-    fig.colorbar(im, ax=axes, shrink=0.6, label="mean weight over heads")
+    fig.colorbar(im, ax=axes, shrink=0.6, label=_weight_label(ok, "mean weight over heads", max(w.shape[1:])))
     fig.suptitle(f"{trace.model_id or 'attention'} — {s}: mean over heads, by layer", fontsize=10)
     return fig
 
@@ -124,7 +157,7 @@ def cross_alignment(trace, layer: int = -1, head: int | None = None, annotate: b
     ql, kl = _labels(trace, "cross", "query"), _labels(trace, "cross", "key")
     fig, ax = plt.subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
     im = _heat(ax, m, ql, kl, annotate=annotate, xlabel="source", ylabel="target")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="cross-attention weight")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(None, "cross-attention weight", max(m.shape)))
     which = f"head {head}" if head is not None else "mean over heads"
     ax.set_title(f"cross-attention alignment — layer {sub.layers['cross'][0]}, {which}")
     return fig
@@ -183,7 +216,7 @@ def stats_dashboard(scores: R.HeadScores, metric: str = "entropy"):
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_title(f"{metric}: layer × head")
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.colorbar(im, ax=ax, shrink=0.8, label=metric)
     fig.suptitle(f"head statistics — {scores.stream or ''} {metric}", fontsize=11)
     return fig
 
@@ -216,13 +249,24 @@ def head_scores_heatmap(scores: R.HeadScores, metric: str | None = None, annotat
 def token_map(result: R.TokenMaps, layer_index: int = -1, annotate: bool | None = None):
     """A token × token relevance map (rollout, flow): rows are outputs, columns the input tokens."""
     m = result.values[layer_index]
+    ok = _token_map_allowed(result, m.shape)
     fig, ax = plt.subplots(figsize=_square_size(len(result.query_tokens), len(result.key_tokens)), layout="constrained")
     im = _heat(ax, m, result.query_tokens, result.key_tokens, annotate=annotate, xlabel="input token",
-               ylabel="output position")
-    fig.colorbar(im, ax=ax, shrink=0.8, label=result.name)
+               ylabel="output position", allowed=ok)
+    fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, result.name, max(m.shape)))
     extra = ", ".join(f"{k}={v}" for k, v in result.meta.items() if k in ("head_fusion", "discard_ratio", "residual"))
     ax.set_title(f"{result.name} through layer {result.layers[layer_index]} ({extra})")
     return fig
+
+
+def _token_map_allowed(result: R.TokenMaps, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The causal mask of a rollout/flow map (rows = output positions, possibly only some of them)."""
+    if not result.meta.get("causal"):
+        return None
+    rows = result.meta.get("outputs")
+    nk = shape[-1]
+    rows = list(range(shape[0])) if rows is None or len(rows) != shape[0] else [r % nk for r in rows]
+    return np.arange(nk)[None, :] <= np.asarray(rows)[:, None]
 
 
 @styled
@@ -235,9 +279,10 @@ def rollout_figure(result: R.TokenMaps, query: int | None = None, annotate: bool
     n = len(result.key_tokens)
     w, h = _square_size(len(result.query_tokens), n)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(w + 4, h), width_ratios=[3, 1.3], layout="constrained")
+    ok = _token_map_allowed(result, m.shape)
     im = _heat(ax, m, result.query_tokens, result.key_tokens, annotate=annotate, xlabel="input token",
-               ylabel="output position")
-    fig.colorbar(im, ax=ax, shrink=0.8)
+               ylabel="output position", allowed=ok)
+    fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, "relevance", max(m.shape)))
     ax.set_title(f"{result.name} after layer {result.layers[-1]} (head fusion {result.meta.get('head_fusion', '')})")
     bx.barh(np.arange(n), m[query], color="#2b6ca3")
     bx.set_ylim(n - 0.5, -0.5)
@@ -301,10 +346,6 @@ def projection_figure(p: R.Projection, annotate: bool = True):
                         vmin=p.layers.min(), vmax=max(p.layers.max(), p.layers.min() + 1),
                         marker=markers[t % len(markers)], edgecolors="black", linewidths=0.3,
                         label=f"trace {t}" if len(set(p.traces.tolist())) > 1 else None)
-    if annotate:
-        fs = 7 if len(p.coords) <= 150 else 5
-        for (x, y), lab in zip(p.coords, p.labels):
-            ax.annotate(lab, (x, y), xytext=(3, 3), textcoords="offset points", fontsize=fs, alpha=0.8)
     cb = fig.colorbar(sc, ax=ax, label="layer")
     cb.locator = MaxNLocator(integer=True)
     cb.update_ticks()
@@ -313,7 +354,54 @@ def projection_figure(p: R.Projection, annotate: bool = True):
     ax.set_xlabel(f"{p.method} 1")
     ax.set_ylabel(f"{p.method} 2")
     ax.set_title(f"heads by attention pattern ({p.method}, {p.meta.get('features', '')} features)")
+    if annotate:
+        _place_point_labels(fig, ax, p.coords, p.labels, fontsize=7 if len(p.coords) <= 150 else 5)
     return fig
+
+
+def _place_point_labels(fig, ax, xy: np.ndarray, labels: Sequence[str], fontsize: float) -> None:
+    """Label every point: each label goes to the nearest of 8 directions × 4 distances around its point
+    where it covers no label placed before it and no point; labels pushed out of a crowd get a thin
+    leader line. When no position is free, the least crowded one is used."""
+    fig.canvas.draw()  # final layout, so that display coordinates hold
+    r = fig.canvas.get_renderer()
+    pts = ax.transData.transform(xy)  # (N, 2) pixels
+    rad = 4.0 * fig.dpi / 72  # marker radius (s=36 -> 6 pt wide) in pixels
+    frame = ax.get_window_extent()
+    spots = []
+    for dist in (3.5, 10.0, 18.0, 28.0):  # points
+        for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (0, -1), (1, 0), (-1, 0)):
+            ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+            va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+            k = dist / (2 ** 0.5 if dx and dy else 1)
+            spots.append(((dx * (k if dx and dy else dist + 2), dy * (k if dx and dy else dist + 2)), ha, va, dist))
+    placed: list = []  # bounding boxes of labels already placed
+    for (x, y), lab in zip(xy, labels):
+        best = None
+        for off, ha, va, dist in spots:
+            t = ax.annotate(lab, (x, y), xytext=off, textcoords="offset points", fontsize=fontsize, alpha=0.85,
+                            ha=ha, va=va)
+            bb = t.get_window_extent(r).expanded(1.04, 1.08)
+            hits = sum(bb.overlaps(o) for o in placed)
+            gx = np.maximum(np.maximum(bb.x0 - pts[:, 0], pts[:, 0] - bb.x1), 0)
+            gy = np.maximum(np.maximum(bb.y0 - pts[:, 1], pts[:, 1] - bb.y1), 0)
+            hits += int(np.sum(np.hypot(gx, gy) < rad))  # markers under the label
+            hits += 0 if frame.contains(bb.x0, bb.y0) and frame.contains(bb.x1, bb.y1) else 1  # stay inside the axes
+            if best is None or hits < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (hits, t, bb, dist)
+            else:
+                t.remove()
+            if hits == 0:
+                break
+        hits, t, bb, dist = best
+        if dist > 3.5:  # moved away from its point: a leader line says which point it names
+            t.remove()
+            t = ax.annotate(lab, (x, y), xytext=t.get_position() if False else t.xyann, textcoords="offset points",
+                            fontsize=fontsize, alpha=0.85, ha=t.get_ha(), va=t.get_va(),
+                            arrowprops=dict(arrowstyle="-", color="#777777", lw=0.5, shrinkA=0, shrinkB=3))
+        placed.append(bb)
 
 
 @styled
@@ -338,7 +426,8 @@ def graph_figure(g: R.GraphResult, layout: str = "spring", seed: int = 0, score:
                            edgecolors="#1f4e79", linewidths=0.8)
     labels = {i: g.centrality.tokens[i] for i in graph.nodes}
     nx.draw_networkx_labels(graph, pos, labels, ax=ax, font_size=8 if n <= 40 else 6,
-                            font_family=plt.rcParams["font.family"])
+                            font_family=plt.rcParams["font.family"],  # a light box keeps labels legible over edges
+                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
     ax.set_title(f"attention graph — layer {g.meta.get('layer')}, weight > {g.meta.get('threshold')}, "
                  f"{graph.number_of_edges()} edges (node size: {score})")
     ax.axis("off")
@@ -359,7 +448,8 @@ def memory_figure(m: R.MemoryEstimate):
     ax.invert_yaxis()
     ax.set_xlabel("bytes (log scale)")
     ax.set_title(f"attention memory: {m.layers} layers × {m.heads} heads × {m.length} tokens × batch {m.batch}")
-    ax.set_xlim(right=vals.max() * 30)
+    lo = vals[vals > 0].min() if (vals > 0).any() else 1.0
+    ax.set_xlim(10 ** math.floor(math.log10(lo) - 1), vals.max() * 30)  # every bar's length shows on the log axis
     return fig
 
 

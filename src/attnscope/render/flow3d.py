@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.rollout import residual_attention
-from ..analysis._common import allowed, fuse_heads
+from ..analysis._common import allowed, fuse_heads, token_labels
 
 
 def flow_3d_figure(trace, stream: str | None = None, top_k: int = 3, min_weight: float = 0.05,
@@ -28,7 +28,7 @@ def flow_3d_figure(trace, stream: str | None = None, top_k: int = 3, min_weight:
     a = fuse_heads(w, "mean")
     if residual:
         a = residual_attention(a, residual, 0.0, allowed(trace, s, n, n))
-    labels = trace.query_tokens(s).labels()
+    labels = token_labels(trace, s)
     nl = a.shape[0]
     xs, ys, zs, ws = [], [], [], []
     for layer in range(nl):

@@ -15,10 +15,12 @@ from .style import FORMATS, save_figure
 
 
 def save_gallery(trace, out_dir: str | os.PathLike, formats: Sequence[str] = FORMATS,
-                 flow_outputs: Sequence[int] | None = (0,)) -> list[Path]:
+                 flow_outputs: Sequence[int] | None = None) -> list[Path]:
     """Render every figure type that applies to ``trace`` into ``out_dir``; returns the files written.
 
-    Attention flow is computed for ``flow_outputs`` only (default: the first token) to stay quick.
+    Attention flow is computed for ``flow_outputs`` only, to stay quick (default: the first token, e.g.
+    [CLS], for encoders; the last token for causal streams, whose first token sees only itself). The
+    1-D bars show the same query.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -32,16 +34,19 @@ def save_gallery(trace, out_dir: str | os.PathLike, formats: Sequence[str] = FOR
             continue
         sh = trace.shape(s)
         last = trace.layers[s][-1]
+        causal = bool(trace.meta.get("causal", {}).get(s, False))
+        focus = sh["query"] - 1 if causal else 0  # the query whose attention is most telling
         save(F.head_heatmap(trace, last, trace.heads[s][0], s), f"{s}_head_L{last}H{trace.heads[s][0]}")
         save(F.layer_head_grid(trace, s), f"{s}_grid")
         save(F.layer_means(trace, s), f"{s}_layer_means")
-        save(F.query_bars(trace, 0 if s == "cross" else min(1, sh["query"] - 1), stream=s), f"{s}_query_bars")
+        save(F.query_bars(trace, focus, stream=s), f"{s}_query_bars")
         save(F.stats_dashboard(run_analysis("head_stats", trace, stream=s)), f"{s}_dashboard")
         if s == "cross":
             save(F.cross_alignment(trace), "cross_alignment")
             continue
         save(F.rollout_figure(run_analysis("rollout", trace, stream=s)), f"{s}_rollout")
-        save(F.token_map(run_analysis("flow", trace, stream=s, outputs=flow_outputs)), f"{s}_flow")
+        save(F.token_map(run_analysis("flow", trace, stream=s,
+                                                outputs=[focus] if flow_outputs is None else flow_outputs)), f"{s}_flow")
         save(F.head_scores_heatmap(run_analysis("head_roles", trace, stream=s), "previous_token"), f"{s}_roles")
         save(F.graph_figure(run_analysis("attention_graph", trace, stream=s)), f"{s}_graph")
         try:

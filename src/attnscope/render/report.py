@@ -84,7 +84,7 @@ def build_report(trace, title: str | None = None, max_grid_layers: int = 32) -> 
     for seq, text in trace.texts.items():
         parts.append(f"<h2>Text ({e(seq)})</h2><div class=\"text\">{e(text)}</div>")
     for seq, toks in trace.tokens.items():
-        spans = "".join(f"<span title=\"{i}\">{e(t)}</span>" for i, t in enumerate(toks.labels()))
+        spans = "".join(f"<span title=\"{i}\">{e(t)}</span>" for i, t in enumerate(toks.labels(trace.texts.get(seq))))
         parts.append(f"<details><summary>{len(toks)} {e(seq)} tokens</summary><div class=\"tokens\">{spans}</div></details>")
 
     square = [s for s in trace.streams if s != "cross"]
