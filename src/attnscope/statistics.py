@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Iterable, Literal, get_args
 
+import numpy as np
 import torch
 
 from .errors import UnknownNameError
@@ -66,15 +67,21 @@ def _n_allowed(allowed: torch.Tensor | None, shape: torch.Size, device) -> torch
 def _gini(probs: torch.Tensor, n_allowed: torch.Tensor) -> torch.Tensor:
     """Gini coefficient of rows (..., Nk) that sum to 1 over their n_allowed non-masked keys (masked = 0).
 
-    Masked keys are exact zeros and sort first, so the allowed ones are the last n of the ascending
-    order; with ranks r = 1..n among them, G = Σ (2r - n - 1) p_(r) / n.
+    With the row in ascending order and ranks r = 1..n over the allowed keys (the masked zeros sort
+    first and weigh nothing), G = Σ (2r - n - 1) p_(r) / n. Writing r = j - (Nk - n) for the sorted
+    column j = 1..Nk, G = (2 (Σ j p_(j) - (Nk - n) Σ p) - (n + 1) Σ p) / n: one matrix-vector product.
+    The sort is numpy's on CPU (its SIMD sort is an order of magnitude faster than torch.sort there).
     """
     nk = probs.shape[-1]
-    ascending, _ = probs.sort(-1)  # (..., Nq, Nk)
-    rank = torch.arange(1, nk + 1, device=probs.device, dtype=torch.float32) - (nk - n_allowed)[..., None]
-    rank = rank.clamp(min=0)  # zero weight for the masked (zero) entries
+    if probs.device.type == "cpu":
+        ascending = torch.from_numpy(np.sort(probs.detach().float().numpy(), axis=-1))  # (..., Nq, Nk)
+    else:
+        ascending = probs.float().sort(-1).values
+    j = torch.arange(1, nk + 1, dtype=torch.float32, device=probs.device)  # (Nk,)
+    sum_jp = ascending @ j  # (..., Nq)
+    total = ascending.sum(-1)  # (..., Nq): 1, or 0 for a row with no allowed key
     n = n_allowed.clamp(min=1)
-    return ((2 * rank - n[..., None] - 1) * ascending * (rank > 0)).sum(-1) / n
+    return (2 * (sum_jp - (nk - n_allowed) * total) - (n_allowed + 1) * total) / n
 
 
 def _distances(query_positions: torch.Tensor, nk: int, key_offset: int, device) -> torch.Tensor:
