@@ -5,6 +5,7 @@
 Methods, all over the same texts and (except the per-text loop) the same length-bucketed batches:
   sdpa      plain SDPA forward, no attention recorded (the limit)
   eager     output_attentions=True on the eager kernel + attnscope.statistics on the maps, batched
+            (the same statistics as attnscope's: the default, all but Gini)
   loop      the seed documents' way: eager, one text at a time, statistics in numpy
   attnscope corpus kernel (HeadStatsComputer: fast path, stats mode), what `attnscope corpus` runs
 Every number is a ratio to `sdpa` measured in the same run.
@@ -51,7 +52,7 @@ def run_eager(lm, comp, enc, batches):
             allowed = x["attention_mask"].bool()[:, None, None, :]  # (B, 1, 1, n)
             valid = x["attention_mask"].float()[:, None, :]  # (B, 1, n)
             for a in att:  # (B, H, n, n)
-                st = row_statistics(a, allowed, torch.arange(a.shape[-1]))
+                st = row_statistics(a, allowed, torch.arange(a.shape[-1]), names=comp.statistics)  # as attnscope
                 {k: (v.float() * valid).sum(-1) / valid.sum(-1) for k, v in st.items()}
 
 
