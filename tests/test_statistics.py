@@ -65,3 +65,13 @@ def test_stat_name_selection():
     scores, allowed = _case(2)
     st = row_statistics(torch.softmax(scores, -1), None, torch.arange(7), names=["gini"])
     assert list(st) == ["gini"]
+
+
+def test_statistics_own_their_memory():
+    """No statistic may be a view into the (B, h, bq, Nk) block: a recorder keeps every block's statistics,
+    and a view would keep every block's map alive (O(N^2) memory at long context)."""
+    scores, allowed = _case(3)
+    for st in (row_statistics(torch.softmax(scores, -1), allowed, torch.arange(7)),
+               row_statistics_from_scores(scores.masked_fill(~allowed, NEG), allowed, torch.arange(7), names="all")):
+        for k, v in st.items():
+            assert v.untyped_storage().nbytes() == v.numel() * v.element_size(), k

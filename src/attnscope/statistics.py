@@ -124,7 +124,7 @@ def row_statistics(
     if "effective_positions" in names:
         out["effective_positions"] = (probs > EFFECTIVE_THRESHOLD).sum(-1).float()
     if "first_token_mass" in names:
-        out["first_token_mass"] = probs[..., 0] if key_offset == 0 else probs.new_zeros(probs.shape[:-1])
+        out["first_token_mass"] = probs[..., 0].clone() if key_offset == 0 else probs.new_zeros(probs.shape[:-1])
     if "mean_distance" in names:
         out["mean_distance"] = (probs * _distances(query_positions, nk, key_offset, probs.device)).sum(-1)
     out["allowed_keys"] = n_allowed.long()
@@ -167,7 +167,7 @@ def row_statistics_from_scores(
     if "effective_positions" in names:
         out["effective_positions"] = (probs > EFFECTIVE_THRESHOLD).sum(-1, dtype=torch.int32).float()
     if "first_token_mass" in names:
-        out["first_token_mass"] = probs[..., 0] if key_offset == 0 else max_w.new_zeros(max_w.shape)
+        out["first_token_mass"] = probs[..., 0].clone() if key_offset == 0 else max_w.new_zeros(max_w.shape)
     if "mean_distance" in names:
         out["mean_distance"] = torch.linalg.vecdot(probs, _distances(query_positions, nk, key_offset, probs.device))
     out["allowed_keys"] = n_allowed.long()
