@@ -166,6 +166,81 @@ def test_train_sentiment_saves_safetensors(tmp_path, bert_tokenizer):
         load_sentiment_model(tmp_path / "nothing")
 
 
+def test_sample_tweets_takes_the_original_row_of_each_id():
+    """row="first" is the first row of each tweet id in file order (the original; the rest are paraphrases)."""
+    from collections import defaultdict
+
+    from attnscope.datasets import load_tweets
+    from attnscope.tasks.sentiment import TrainConfig, sample_tweets
+
+    first: dict[str, str] = {}
+    rows = defaultdict(set)
+    for r in load_tweets("test"):
+        first.setdefault(r.id, r.text)
+        rows[r.id].add(r.text)
+    picked = sample_tweets("test", 50, seed=3)
+    assert [x.text for x in picked] == [first[x.id] for x in picked]
+    assert [x.id for x in sample_tweets("test", 50, seed=3, row="random")] == [x.id for x in picked]  # same ids
+    assert all(x.text in rows[x.id] for x in sample_tweets("test", 50, seed=3, row="random"))
+    with pytest.raises(InputError, match="first, random"):
+        sample_tweets("test", 5, row="last")
+    with pytest.raises(InputError, match="row"):
+        TrainConfig(row="last").validate()
+
+
+def test_head_lr_gets_its_own_param_group(classifier, monkeypatch):
+    from attnscope.tasks.sentiment import TrainConfig, fine_tune
+
+    seen = {}
+    real = torch.optim.AdamW
+
+    def spy(groups, lr):
+        seen["groups"] = groups
+        return real(groups, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    head = {id(p) for p in classifier.model.classifier.parameters()}
+    fine_tune(classifier.model, classifier.tokenizer, TEXTS[:4], [0, 1, 2, 3],
+              TrainConfig(max_steps=1, batch_size=4, max_length=16, lr=1e-4, head_lr=3e-3))
+    # the optimiser fills in "lr" of every group and the scheduler rescales it; "initial_lr" is the base rate
+    head_groups = [g for g in seen["groups"] if g["initial_lr"] == 3e-3]
+    assert len(head_groups) == 1 and {id(p) for p in head_groups[0]["params"]} == head
+    assert all(id(p) not in head for g in seen["groups"] if g["initial_lr"] == 1e-4 for p in g["params"])
+    n_all = sum(1 for p in classifier.model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in seen["groups"]) == n_all  # every parameter exactly once
+
+
+def test_cached_model_is_retrained_when_settings_change(tmp_path, bert_tokenizer):
+    """ensure_sentiment_model reuses a model only if it was trained with the same settings and recipe."""
+    import transformers as tf
+
+    from attnscope.tasks import sentiment as S
+
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    tf.BertModel(tf.BertConfig(vocab_size=bert_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=37)).save_pretrained(str(base))
+    bert_tokenizer.save_pretrained(str(base))
+    out = tmp_path / "clf"
+    cfg = S.TrainConfig(n_train=8, n_test=8, max_steps=1, batch_size=8, max_length=16)
+    assert S.stale_reason(out, cfg).startswith("no model")
+    rep = S.ensure_sentiment_model(cfg, out, base=str(base))
+    assert rep is not None and rep.key == cfg.key() and rep.recipe == S.RECIPE_VERSION and rep.cpu_seconds > 0
+    assert S.stale_reason(out, cfg) is None
+    assert S.ensure_sentiment_model(cfg, out, base=str(base)) is None  # reused
+    other = S.TrainConfig(n_train=8, n_test=8, max_steps=1, batch_size=8, max_length=16, lr=1e-5)
+    assert other.key() != cfg.key()
+    assert "lr=" in S.stale_reason(out, other)
+    assert S.ensure_sentiment_model(other, out, base=str(base)).key == other.key()  # retrained
+    # a report from the recipe before keys existed is stale whatever its settings
+    report = json.loads((out / S.REPORT_FILE).read_text())
+    for k in ("key", "recipe"):
+        report.pop(k)
+    (out / S.REPORT_FILE).write_text(json.dumps(report))
+    assert "recipe 1" in S.stale_reason(out, other)
+    assert S.ensure_sentiment_model(other, out, base=str(base), retrain=False) is not None
+
+
 # ---------------------------------------------------------------------------- QA
 def test_best_span_respects_context_and_length():
     from attnscope.tasks.qa import best_span

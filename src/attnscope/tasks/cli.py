@@ -58,28 +58,41 @@ def _pairs(values: Optional[str]) -> Optional[list[tuple[int, int]]]:
 # ---------------------------------------------------------------------------- sentiment
 @sentiment_app.command("train")
 def sentiment_train(
-    n_train: int = typer.Option(2000, help="distinct training tweets (split by tweet id)"),
-    n_test: int = typer.Option(500, help="distinct held-out tweets"),
-    epochs: float = typer.Option(1.0, help="passes over the training tweets"),
-    max_length: int = typer.Option(64, help="tokens per tweet while training (longer ones are truncated; counted)"),
-    batch_size: int = typer.Option(16),
-    lr: float = typer.Option(2e-4),
-    seed: int = typer.Option(0),
+    n_train: Optional[int] = typer.Option(None, help="distinct training tweets, split by tweet id \\[default: 2000]"),
+    n_test: Optional[int] = typer.Option(None, help="distinct held-out tweets \\[default: 500]"),
+    epochs: Optional[float] = typer.Option(None, help="passes over the training tweets \\[default: 1]"),
+    max_length: Optional[int] = typer.Option(None, help="tokens per tweet while training (longer ones are truncated; "
+                                             "counted) \\[default: 64]"),
+    batch_size: Optional[int] = typer.Option(None, help="\\[default: 16]"),
+    lr: Optional[float] = typer.Option(None, help="learning rate of the encoder \\[default: 1e-4]"),
+    head_lr: Optional[float] = typer.Option(None, help="learning rate of the new classification head "
+                                            "\\[default: 1e-3]"),
+    row: Optional[str] = typer.Option(None, help="row of each tweet id: 'first' (the original tweet) or 'random' "
+                                      "(one of its paraphrases) \\[default: first]"),
+    seed: Optional[int] = typer.Option(None, help="\\[default: 0]"),
     max_steps: Optional[int] = typer.Option(None, help="stop after this many optimiser steps"),
     out: Optional[Path] = typer.Option(None, help="model directory (default: the attnscope cache)"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    reuse: bool = typer.Option(False, help="skip training when the model in --out was trained with exactly these "
+                               "settings by the current recipe"),
 ) -> None:
     """Fine-tune MiniLM + a classification head on the tweets; save (safetensors) and report held-out accuracy."""
     import torch
     from rich.progress import Progress
 
-    from .sentiment import TrainConfig, train_sentiment
+    from .sentiment import TrainConfig, stale_reason, train_sentiment
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = TrainConfig(n_train=n_train, n_test=n_test, epochs=epochs, max_length=max_length, batch_size=batch_size,
-                      lr=lr, seed=seed, max_steps=max_steps)
+    given = dict(n_train=n_train, n_test=n_test, epochs=epochs, max_length=max_length, batch_size=batch_size, lr=lr,
+                 head_lr=head_lr, row=row, seed=seed, max_steps=max_steps)
+    cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # unset flags: TrainConfig's defaults
+    cfg.validate()
     console = _console()
+    if reuse and stale_reason(out, cfg) is None:
+        console.print(f"the model in {out or 'the cache'} was trained with these settings (key {cfg.key()}); "
+                      "not retraining")
+        return
     with Progress(console=console) as bar:
         task = bar.add_task("fine-tuning", total=None)
 
@@ -89,7 +102,7 @@ def sentiment_train(
         report = train_sentiment(cfg, out, progress=progress)
     console.print(f"held-out accuracy [bold]{report.accuracy:.3f}[/] on {report.n_test} tweets "
                   f"(trained on {report.n_train}, {report.steps} steps, {report.seconds:.0f} s; "
-                  f"{report.truncated_train} training tweets truncated to {max_length} tokens)")
+                  f"{report.truncated_train} training tweets truncated to {cfg.max_length} tokens)")
     console.print("per class: " + ", ".join(f"{k} {v:.2f}" for k, v in report.per_class_accuracy.items()))
     console.print(f"saved to {report.path}")
 
