@@ -139,12 +139,14 @@ def row_statistics_from_scores(
     key_offset: int = 0,
     names: Iterable[str] | str | None = STREAMING_STATS,
     probs: torch.Tensor | None = None,
+    scratch=None,
 ) -> dict[str, torch.Tensor]:
     """The statistics of :func:`row_statistics` for ``p = softmax(scores)``, in fewer passes over the block.
 
     scores: (..., Nq, Nk) float32 pre-softmax scores with the mask applied as a large negative *finite*
     value (``torch.finfo(torch.float32).min``, not -inf); **overwritten** (it becomes ``s - max``).
-    probs: ``softmax(scores)`` if the caller has it already (computed here otherwise).
+    probs: ``softmax(scores)`` if the caller has it already (computed here otherwise). scratch: an
+    ``attnscope.capture.recorders.Scratch`` whose buffers hold the block-sized temporaries (optional).
     Uses ``max p = 1 / Z`` and ``log p = (s - m) - log Z``, so entropy is ``-log(max p) - Σ p (s - m)``
     (no logarithm per element). Rows with no allowed key give zeros, as ``row_statistics`` gives for an
     all-zero row.
@@ -156,20 +158,27 @@ def row_statistics_from_scores(
         probs = torch.softmax(scores, dim=-1)  # (..., Nq, Nk); masked keys underflow to exactly 0
     max_w, argmax = probs.max(-1)  # (..., Nq); max_w = 1 / Z
     out: dict[str, torch.Tensor] = {"max": max_w, "argmax": argmax + key_offset}
+    def buffer(name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+        return None if scratch is None else scratch.get(name, tuple(probs.shape), dtype, probs.device)
+
     if "entropy" in names:
         t = scores.sub_(scores.gather(-1, argmax[..., None]))  # (..., Nq, Nk): s - m <= 0 (masked: ~finfo.min)
-        out["entropy"] = -max_w.log() - torch.linalg.vecdot(probs, t)  # -Σ p log p, log p = t - log Z
+        p_t = torch.mul(probs, t, out=buffer("product"))  # (..., Nq, Nk)
+        out["entropy"] = -max_w.log() - p_t.sum(-1)  # -Σ p log p, log p = t - log Z
     if "sparsity" in names:
-        below = (probs < SPARSITY_THRESHOLD).sum(-1, dtype=torch.int32).float()  # masked keys (p = 0) too...
+        below = torch.lt(probs, SPARSITY_THRESHOLD, out=buffer("compare", torch.bool))  # masked keys (p = 0) too...
+        below = below.sum(-1, dtype=torch.int32).float()
         out["sparsity"] = (below - (nk - n_allowed)) / n_allowed.clamp(min=1)  # ...removed again
     if "gini" in names:
         out["gini"] = _gini(probs, n_allowed)
     if "effective_positions" in names:
-        out["effective_positions"] = (probs > EFFECTIVE_THRESHOLD).sum(-1, dtype=torch.int32).float()
+        above = torch.gt(probs, EFFECTIVE_THRESHOLD, out=buffer("compare", torch.bool))
+        out["effective_positions"] = above.sum(-1, dtype=torch.int32).float()
     if "first_token_mass" in names:
         out["first_token_mass"] = probs[..., 0].clone() if key_offset == 0 else max_w.new_zeros(max_w.shape)
     if "mean_distance" in names:
-        out["mean_distance"] = torch.linalg.vecdot(probs, _distances(query_positions, nk, key_offset, probs.device))
+        distances = _distances(query_positions, nk, key_offset, probs.device)  # (Nq, Nk)
+        out["mean_distance"] = torch.mul(probs, distances, out=buffer("product")).sum(-1)
     out["allowed_keys"] = n_allowed.long()
     empty = n_allowed == 0
     if bool(empty.any()):  # no allowed key: the softmax above is uniform over masked keys; report zeros
