@@ -69,7 +69,9 @@ def validate(openapi, name, body):
     jsonschema.Draft202012Validator(schema).validate(body)
 
 
-def close(a, b, tol=1e-9):
+def close(a, b, tol=1e-5):
+    """The server runs the model on its worker thread, where torch may split reductions differently: float32
+    noise (~1e-7) is expected, anything bigger is a real difference."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     assert a.shape == b.shape and np.allclose(a, b, rtol=tol, atol=tol, equal_nan=True), (a, b)
 
@@ -94,14 +96,14 @@ def test_explain_matches_python_api(client, clf, openapi):
     assert set(got["scores"]) == set(ALL_METHODS)
     for m, v in ref.scores.items():
         close(got["scores"][m], v)
-    assert got["probability"] == pytest.approx(ref.probability, rel=1e-12)
+    assert got["probability"] == pytest.approx(ref.probability, rel=1e-5, abs=1e-7)
     assert len(got["agreement"]) == len(ref.agreement) == 13  # attention and rollout vs every other method
     for g, e in zip(got["agreement"], ref.agreement):
         assert (g["a"], g["b"], g["k"], g["n"]) == (e["a"], e["b"], 2, e["n"])
         close([g["spearman"] if g["spearman"] is not None else np.nan, g["topk_overlap"]],
               [e["spearman"], e["topk_overlap"]])
     assert {"attention", "rollout"} == {g["a"] for g in got["agreement"]}
-    assert got["meta"]["ig_delta"] == pytest.approx(ref.meta["ig_delta"])
+    assert got["meta"]["ig_delta"] == pytest.approx(ref.meta["ig_delta"], abs=1e-5)  # itself float32 noise
 
 
 def test_explain_class_target_and_faithfulness(client, clf):
@@ -178,7 +180,7 @@ def test_ablate_interventions_match_python_api(client, clf, openapi):
     for item, text in zip(got["results"], texts):
         ref = intervene(clf, text, [ZeroHeads([(0, 1), (1, 2)]), Knockout(keys=(1, -2))], target=1)
         for k in ("kl", "prob_shift", "logit_diff", "base_prob", "new_prob"):
-            assert item[k] == pytest.approx(ref[k], rel=1e-12, abs=1e-15), k
+            assert item[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-7), k
         assert item["target"] == 1 and item["target_label"] == "LABEL_1" and item["tokens"] == ref["tokens"]
         assert item["kl"] > 0
     # a no-op (scale 1.0) never leaves SDPA: the logits are bitwise equal
@@ -189,7 +191,7 @@ def test_ablate_interventions_match_python_api(client, clf, openapi):
     ref = intervene(clf, texts[0], [ScaleHeads(heads=[(0, 0)], factor=0.5)])
     r = client.post("/v1/ablate", json={"texts": texts[:1], "model": "clf",
                                         "interventions": [{"type": "scale", "heads": [[0, 0]], "factor": 0.5}]})
-    assert r.json()["results"][0]["kl"] == pytest.approx(ref["kl"], rel=1e-12)
+    assert r.json()["results"][0]["kl"] == pytest.approx(ref["kl"], rel=1e-5, abs=1e-7)
 
 
 def test_ablate_head_importance_matches_python_api(client, clf):
@@ -246,7 +248,7 @@ def test_probe_matches_python_api_and_carries_the_caveat(client, minilm, openapi
     (t,) = got["tests"]
     (e,) = ref.tests
     for k in ("t", "p", "cohens_d", "hedges_g", "mean_a", "mean_b"):
-        assert t[k] == pytest.approx(e[k], rel=1e-12), k
+        assert t[k] == pytest.approx(e[k], rel=1e-5, abs=1e-7), k
     assert t["n_a"] == t["n_b"] == 6
     # user strings come back verbatim (JSON-escaped, never interpreted)
     assert "He said \"<b>hi</b>\" & left." in [x["sentence"] for x in got["samples"]]

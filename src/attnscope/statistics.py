@@ -90,6 +90,35 @@ def _distances(query_positions: torch.Tensor, nk: int, key_offset: int, device) 
     return (query_positions.to(device, torch.float32)[:, None] - key_pos[None, :]).abs()
 
 
+def _probability_stats(probs: torch.Tensor, n_allowed: torch.Tensor, query_positions: torch.Tensor, key_offset: int,
+                       names: tuple[str, ...], buffer) -> dict[str, torch.Tensor]:
+    """Every statistic except entropy from probabilities (..., Nq, Nk); ``buffer(name, dtype)`` gives a
+    reusable block-sized output tensor or None."""
+    nk = probs.shape[-1]
+    max_w, argmax = probs.max(-1)  # (..., Nq)
+    out: dict[str, torch.Tensor] = {"max": max_w, "argmax": argmax + key_offset}
+    if "sparsity" in names:
+        below = torch.lt(probs, SPARSITY_THRESHOLD, out=buffer("compare", torch.bool))  # masked keys (p = 0) too...
+        below = below.sum(-1, dtype=torch.int32).float()
+        out["sparsity"] = (below - (nk - n_allowed)) / n_allowed.clamp(min=1)  # ...removed again
+    if "gini" in names:
+        out["gini"] = _gini(probs, n_allowed)
+    if "effective_positions" in names:
+        above = torch.gt(probs, EFFECTIVE_THRESHOLD, out=buffer("compare", torch.bool))
+        out["effective_positions"] = above.sum(-1, dtype=torch.int32).float()
+    if "first_token_mass" in names:  # a copy: a view would keep the whole block alive
+        out["first_token_mass"] = probs[..., 0].clone() if key_offset == 0 else max_w.new_zeros(max_w.shape)
+    if "mean_distance" in names:
+        distances = _distances(query_positions, nk, key_offset, probs.device)  # (Nq, Nk)
+        out["mean_distance"] = torch.mul(probs, distances, out=buffer("product")).sum(-1)
+    out["allowed_keys"] = n_allowed.long()
+    return out
+
+
+def _no_buffer(name: str, dtype: torch.dtype = torch.float32) -> None:
+    return None
+
+
 def row_statistics(
     probs: torch.Tensor,
     allowed: torch.Tensor | None,
@@ -107,27 +136,10 @@ def row_statistics(
     """
     names = check_stat_names(names, ROW_STATS)
     probs = probs.float()
-    nk = probs.shape[-1]
     n_allowed = _n_allowed(allowed, probs.shape, probs.device)  # (..., Nq)
-    out: dict[str, torch.Tensor] = {}
+    out = _probability_stats(probs, n_allowed, query_positions, key_offset, names, _no_buffer)
     if "entropy" in names:
         out["entropy"] = -torch.special.xlogy(probs, probs).sum(-1)
-    if "max" in names or "argmax" in names:
-        max_w, argmax = probs.max(-1)  # (..., Nq)
-        out["max"], out["argmax"] = max_w, argmax + key_offset
-    if "sparsity" in names:
-        below = (probs < SPARSITY_THRESHOLD).sum(-1).float()  # masked keys (p = 0) are counted here...
-        below = below - (nk - n_allowed)  # ...and removed again: sparsity is over allowed keys only
-        out["sparsity"] = below / n_allowed.clamp(min=1)
-    if "gini" in names:
-        out["gini"] = _gini(probs, n_allowed)
-    if "effective_positions" in names:
-        out["effective_positions"] = (probs > EFFECTIVE_THRESHOLD).sum(-1).float()
-    if "first_token_mass" in names:
-        out["first_token_mass"] = probs[..., 0].clone() if key_offset == 0 else probs.new_zeros(probs.shape[:-1])
-    if "mean_distance" in names:
-        out["mean_distance"] = (probs * _distances(query_positions, nk, key_offset, probs.device)).sum(-1)
-    out["allowed_keys"] = n_allowed.long()
     return {k: out[k] for k in names}
 
 
@@ -152,34 +164,19 @@ def row_statistics_from_scores(
     all-zero row.
     """
     names = check_stat_names(names)
-    nk = scores.shape[-1]
     n_allowed = _n_allowed(allowed, scores.shape, scores.device)  # (..., Nq)
     if probs is None:
         probs = torch.softmax(scores, dim=-1)  # (..., Nq, Nk); masked keys underflow to exactly 0
-    max_w, argmax = probs.max(-1)  # (..., Nq); max_w = 1 / Z
-    out: dict[str, torch.Tensor] = {"max": max_w, "argmax": argmax + key_offset}
+
     def buffer(name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
         return None if scratch is None else scratch.get(name, tuple(probs.shape), dtype, probs.device)
 
+    out = _probability_stats(probs, n_allowed, query_positions, key_offset, names, buffer)
     if "entropy" in names:
-        t = scores.sub_(scores.gather(-1, argmax[..., None]))  # (..., Nq, Nk): s - m <= 0 (masked: ~finfo.min)
+        argmax = (out["argmax"] - key_offset)[..., None]  # (..., Nq, 1)
+        t = scores.sub_(scores.gather(-1, argmax))  # (..., Nq, Nk): s - m <= 0 (masked: ~finfo.min)
         p_t = torch.mul(probs, t, out=buffer("product"))  # (..., Nq, Nk)
-        out["entropy"] = -max_w.log() - p_t.sum(-1)  # -Σ p log p, log p = t - log Z
-    if "sparsity" in names:
-        below = torch.lt(probs, SPARSITY_THRESHOLD, out=buffer("compare", torch.bool))  # masked keys (p = 0) too...
-        below = below.sum(-1, dtype=torch.int32).float()
-        out["sparsity"] = (below - (nk - n_allowed)) / n_allowed.clamp(min=1)  # ...removed again
-    if "gini" in names:
-        out["gini"] = _gini(probs, n_allowed)
-    if "effective_positions" in names:
-        above = torch.gt(probs, EFFECTIVE_THRESHOLD, out=buffer("compare", torch.bool))
-        out["effective_positions"] = above.sum(-1, dtype=torch.int32).float()
-    if "first_token_mass" in names:
-        out["first_token_mass"] = probs[..., 0].clone() if key_offset == 0 else max_w.new_zeros(max_w.shape)
-    if "mean_distance" in names:
-        distances = _distances(query_positions, nk, key_offset, probs.device)  # (Nq, Nk)
-        out["mean_distance"] = torch.mul(probs, distances, out=buffer("product")).sum(-1)
-    out["allowed_keys"] = n_allowed.long()
+        out["entropy"] = -out["max"].log() - p_t.sum(-1)  # -Σ p log p, log p = t - log Z, max p = 1 / Z
     empty = n_allowed == 0
     if bool(empty.any()):  # no allowed key: the softmax above is uniform over masked keys; report zeros
         for k in out:
