@@ -48,6 +48,14 @@ def test_integrated_gradients_completeness(minilm_clf):
     assert np.all(c["scores"]["integrated_gradients"][special] == 0)
 
 
+def test_integrated_gradients_completeness_tiny_gpt2_lm():
+    from attnscope.attribution.testing import tiny_model
+
+    c = captum_attributions(tiny_model("gpt2", task="lm"), TEXT, ["integrated_gradients"], ig_steps=32)
+    assert np.abs(c["scores"]["integrated_gradients"]).sum() > 0  # was all zeros for GPT-2 (wte called twice)
+    assert c["ig_delta"] < 1e-2 + 0.02 * abs(c["ig_output_difference"])
+
+
 def test_chefer_relevancy_rule():
     a = np.array([[[[1.0, 0.0], [0.5, 0.5]]]])  # (1 layer, 1 head, 2, 2)
     g = np.array([[[[2.0, 1.0], [-1.0, 1.0]]]])

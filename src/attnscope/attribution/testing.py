@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import torch
@@ -48,6 +49,9 @@ def tiny_model(arch: str = "bert", task: str = "classify", num_labels: int = 3, 
         cls = tf.LlamaForSequenceClassification if task == "classify" else tf.LlamaForCausalLM
     else:
         raise ValueError(f"unknown tiny arch {arch!r}; valid: {', '.join(ARCHS)}")
+    if arch != "bert":  # as their own tokenizers: no token_type_ids (GPT-2 would embed them with wte a second time)
+        tok = copy.deepcopy(tok)
+        tok.model_input_names = ["input_ids", "attention_mask"]
     torch.manual_seed(seed)
     model = cls._from_config(cfg, attn_implementation="sdpa")
     kind = "causal" if task == "lm" and arch != "bert" else "encoder"
