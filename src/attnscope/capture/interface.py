@@ -322,6 +322,7 @@ def _record(session, site, query, key, attention_mask, scaling, causal, extra, q
     computed = torch.arange(H, device=query.device) if ivs else heads  # interventions see every head
     site_scores = SiteScores(q_det, k_det, mask, scaling, causal, computed, extra.get("position_bias"),
                              extra.get("softcap"))
+    recorders = sorted(session.recorders, key=lambda r: r.overwrites_scores)  # score consumers last
     for qs in _query_blocks(Nq, B * len(computed) * Nk, session.block_elements):
         qpos = torch.arange(qs.start, qs.stop) + qpos0  # absolute query positions (for distances)
         if from_scores:
@@ -338,11 +339,10 @@ def _record(session, site, query, key, attention_mask, scaling, causal, extra, q
                 if allowed is not None and allowed.shape[1] > 1:
                     allowed = allowed[:, heads]
             block = AttentionBlock(allowed, probs=probs)
-        recorders = sorted(session.recorders, key=lambda r: r.overwrites_scores)
         for i, rec in enumerate(recorders):
             block.last_use = i == len(recorders) - 1
             rec.add_block((site.stream, site.layer), block, qpos, key_offset)
-    del block, site_scores
+    block = site_scores = None  # free the block and the gathered q/k before trimming
     if B * len(computed) * Nq * Nk >= TRIM_AFTER_ELEMENTS:  # long inputs only: a trim costs ~0.2x on tweets
         release_heap()
 
