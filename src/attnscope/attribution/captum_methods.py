@@ -30,29 +30,17 @@ def baseline_token_id(tokenizer) -> int:
     return 0
 
 
-def _forward_ids(lm: LoadedModel, inputs: dict, position: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+def _forward(lm: LoadedModel, inputs: dict, position: int | None,
+             input_name: str = "input_ids") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The target logits (B, C) as a function of a batch of ``input_ids`` or ``inputs_embeds`` (the
+    other model inputs of ``inputs`` are expanded to the batch)."""
     extra = {k: v for k, v in inputs.items() if k != "input_ids"}
 
-    def f(ids: torch.Tensor) -> torch.Tensor:
-        b = ids.shape[0]
-        kw = {k: v.expand(b, -1) for k, v in extra.items()}
+    def f(x: torch.Tensor) -> torch.Tensor:
+        kw = {k: v.expand(x.shape[0], -1) for k, v in extra.items()}
         if lm.kind == "causal":
             kw["use_cache"] = False
-        return output_logits(lm, lm.model(input_ids=ids, **kw), position)  # (B, C)
-
-    return f
-
-
-def _forward_embeds(lm: LoadedModel, inputs: dict, position: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    extra = {k: v for k, v in inputs.items() if k != "input_ids"}
-
-    @torch.no_grad()
-    def f(embeds: torch.Tensor) -> torch.Tensor:
-        b = embeds.shape[0]
-        kw = {k: v.expand(b, -1) for k, v in extra.items()}
-        if lm.kind == "causal":
-            kw["use_cache"] = False
-        return output_logits(lm, lm.model(inputs_embeds=embeds, **kw), position)  # (B, C)
+        return output_logits(lm, lm.model(**{input_name: x}, **kw), position)  # (B, C)
 
     return f
 
@@ -84,7 +72,7 @@ def captum_attributions(lm: LoadedModel, text: str, methods=CAPTUM_METHODS, *, t
             raise UnknownNameError("captum method", m, CAPTUM_METHODS)
     inputs, tokens = encode(lm, text)
     ids = inputs["input_ids"]  # (1, N)
-    f_ids = _forward_ids(lm, inputs, position)
+    f_ids = _forward(lm, inputs, position)
     with torch.no_grad():
         logits = f_ids(ids)[0]
     t = int(logits.argmax()) if target is None else int(target)
@@ -102,7 +90,7 @@ def captum_attributions(lm: LoadedModel, text: str, methods=CAPTUM_METHODS, *, t
         out["ig_delta"] = float(delta.abs().max())
     perturb = [m for m in methods if m != "integrated_gradients"]
     if perturb:
-        f_emb = _forward_embeds(lm, inputs, position)
+        f_emb = torch.no_grad()(_forward(lm, inputs, position, "inputs_embeds"))  # perturbations need no graph
         with torch.no_grad():
             x = emb_layer(ids)  # (1, N, D)
             xb = emb_layer(base_ids)  # (1, N, D)

@@ -89,8 +89,12 @@ class Recorder:
             query_positions: torch.Tensor, key_offset: int = 0) -> None:
         """probs: (B, h, bq, Nk) float32; allowed: bool broadcastable to probs or None; query_positions: (bq,);
         key_offset: absolute position of key column 0 (> 0 when a sliding-window cache dropped old keys)."""
-        self.blocks.setdefault(site, []).append(self.reduce(probs, allowed, query_positions, key_offset))
-        self.key_lengths.setdefault(site, []).append(key_offset + probs.shape[-1])
+        self._keep(site, self.reduce(probs, allowed, query_positions, key_offset), key_offset + probs.shape[-1])
+
+    def _keep(self, site: SiteKey, reduced, key_end: int) -> None:
+        """Store one block's reduction and the absolute position after its last key."""
+        self.blocks.setdefault(site, []).append(reduced)
+        self.key_lengths.setdefault(site, []).append(key_end)
 
     def add_block(self, site: SiteKey, block: AttentionBlock, query_positions: torch.Tensor,
                   key_offset: int = 0) -> None:
@@ -143,8 +147,7 @@ class StatsRecorder(Recorder):
             return self.add(site, block.probs, block.allowed, query_positions, key_offset)
         stats = row_statistics_from_scores(block.scratch_scores(), block.allowed, query_positions, key_offset,
                                            self.names, probs=block.probs, scratch=block.scratch)
-        self.blocks.setdefault(site, []).append(stats)  # name -> (B, h, bq)
-        self.key_lengths.setdefault(site, []).append(key_offset + block.scores.shape[-1])
+        self._keep(site, stats, key_offset + block.scores.shape[-1])  # name -> (B, h, bq)
 
     def reduce(self, probs, allowed, query_positions, key_offset):
         return row_statistics(probs, allowed, query_positions, key_offset, self.names)  # name -> (B, h, bq)
