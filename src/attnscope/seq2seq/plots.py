@@ -20,6 +20,18 @@ def _plt():  # noqa: ANN202
     return plt
 
 
+def _save(fig, path: str | Path, title: str = "") -> Path:
+    """Title, tight layout, PNG at 110 dpi (folders created), figure closed; returns the path."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def plot_alignment(weights: torch.Tensor, source: Sequence[str], target: Sequence[str], path: str | Path,
                    title: str = "") -> Path:
     """Heatmap of one head's cross attention (T, S): rows = generated target tokens, columns = source tokens."""
@@ -58,14 +70,7 @@ def plot_step_stats(stats: dict[str, torch.Tensor], target: Sequence[str], path:
         ax.set_xticks(range(len(v)))
         ax.set_xticklabels(list(target), fontsize=8)
         ax.set_title(label, fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_bars(groups: dict[str, dict[str, float]], metrics: list[tuple[str, str]], path: str | Path,
@@ -80,14 +85,7 @@ def plot_bars(groups: dict[str, dict[str, float]], metrics: list[tuple[str, str]
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         ax.set_title(label, fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_lines(x: Sequence[float] | Sequence[str], series: dict[str, dict[str, Sequence[float]]],
@@ -105,11 +103,4 @@ def plot_lines(x: Sequence[float] | Sequence[str], series: dict[str, dict[str, S
         ax.set_xlabel(xlabel)
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
