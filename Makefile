@@ -8,7 +8,7 @@ STAMP := .setup.stamp
 
 $(STAMP): pyproject.toml requirements-models.txt constraints.txt
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk espeak-ng sox ffmpeg >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev chromium fonts-noto-cjk espeak-ng sox ffmpeg >/dev/null; \
 	fi
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -c constraints.txt -e ".[web,dev,distributed]"

@@ -25,7 +25,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from .recorders import AttentionBlock, Recorder, Scratch
+from . import fused
+from .recorders import AttentionBlock, Recorder, Scratch, StatsRecorder
 
 ATTN_NAME = "attnscope"
 # Elements of one recomputed probability block (B * h * bq * Nk); 4M float32 = 16 MB.
@@ -66,6 +67,7 @@ class CaptureSession:
     rows_seen: dict[tuple[str, int], int] = field(default_factory=dict)  # queries appended so far
     calls: int = 0
     scratch: Scratch = field(default_factory=Scratch)  # reused block buffers
+    fused_stats: bool = True  # statistics-only sites: one attention computation for output and statistics
     on_call: Callable[[Site, torch.nn.Module], None] | None = None
 
     def wants(self, site: Site) -> bool:
@@ -73,6 +75,12 @@ class CaptureSession:
             return False
         wanted = self.layers[site.stream]
         return wanted is None or site.layer in wanted
+
+    def stats_only(self, site: Site, n_heads: int) -> bool:
+        """Whether this site records only statistics, of every head (``attnscope.capture.fused``)."""
+        heads = self.heads.get(site.stream)
+        return (self.fused_stats and all(isinstance(r, StatsRecorder) for r in self.recorders)
+                and (heads is None or sorted(heads) == list(range(n_heads))))
 
 
 _ACTIVE: contextvars.ContextVar[CaptureSession | None] = contextvars.ContextVar("attnscope_session", default=None)
@@ -285,6 +293,11 @@ def attnscope_attention(
         if session.on_call is not None:
             session.on_call(site, module)
     intervene = session is not None and any(iv.applies(site) for iv in session.interventions)
+    if (not intervene and session is not None and session.wants(site) and session.stats_only(site, query.shape[1])
+            and fused.applies(query, attention_mask, dropout, module.training, extra)):
+        out = _fused_record(session, site, query, key, value, attention_mask, scaling, causal, qpos0)
+        session.rows_seen[rows_key] = qpos0 + query.shape[2]
+        return out, None
     if intervene or needs_explicit:
         if dropout and module.training:
             raise RuntimeError("attnscope: interventions need the model in eval mode (no attention dropout)")
@@ -300,6 +313,28 @@ def attnscope_attention(
     return out, None
 
 
+def _key_offset(site: Site, qpos0: int, n_queries: int, n_keys: int) -> int:
+    """Absolute position of key column 0. Self-attention keys are absolute positions, but a
+    sliding-window cache may have dropped the oldest ones, so column 0 is then position
+    (last query + 1 - Nk). Cross-attention and encoder keys start at 0."""
+    return 0 if site.stream in ("cross", "encoder_self") else max(0, qpos0 + n_queries - n_keys)
+
+
+def _fused_record(session, site, query, key, value, attention_mask, scaling, causal, qpos0) -> torch.Tensor:
+    """Statistics-only site: the output and the statistics from one attention computation."""
+    nq, nk = query.shape[2], key.shape[2]
+    key_offset = _key_offset(site, qpos0, nq, nk)
+    names = tuple(dict.fromkeys(n for r in session.recorders for n in r.names))
+    mask = attention_mask.detach() if attention_mask is not None else None
+    out, stats = fused.stats_attention(query.detach(), key.detach(), value.detach(), mask, scaling, causal, qpos0,
+                                       key_offset, names, session.scratch)
+    for rec in session.recorders:
+        rec.add_row_stats((site.stream, site.layer), stats, key_offset + nk)
+    if query.shape[0] * query.shape[1] * nq * nk >= TRIM_AFTER_ELEMENTS:
+        release_heap()
+    return out
+
+
 @torch.no_grad()
 def _record(session, site, query, key, attention_mask, scaling, causal, extra, qpos0) -> None:
     B, H, Nq, _ = query.shape
@@ -311,9 +346,7 @@ def _record(session, site, query, key, attention_mask, scaling, causal, extra, q
     q_det, k_det = query.detach(), key.detach()
     mask = attention_mask.detach() if attention_mask is not None else None
     extra = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in extra.items()}
-    # Self-attention keys are absolute positions; a sliding-window cache may have dropped the oldest
-    # ones, so key column 0 is then position (last query + 1 - Nk). Cross-attention keys start at 0.
-    key_offset = 0 if site.stream in ("cross", "encoder_self") else max(0, qpos0 + Nq - Nk)
+    key_offset = _key_offset(site, qpos0, Nq, Nk)
     ivs = [iv for iv in session.interventions if iv.applies(site)]
     sinks = extra.get("sinks")
     # Statistics come straight from the scores (no softmax map) unless the probabilities were changed by

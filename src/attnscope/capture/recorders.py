@@ -149,6 +149,10 @@ class StatsRecorder(Recorder):
                                            self.names, probs=block.probs, scratch=block.scratch)
         self._keep(site, stats, key_offset + block.scores.shape[-1])  # name -> (B, h, bq)
 
+    def add_row_stats(self, site: SiteKey, stats: dict[str, torch.Tensor], key_end: int) -> None:
+        """Statistics already computed (``attnscope.capture.fused``): name -> (B, h, Nq), at least ``names``."""
+        self._keep(site, {k: stats[k] for k in self.names}, key_end)
+
     def reduce(self, probs, allowed, query_positions, key_offset):
         return row_statistics(probs, allowed, query_positions, key_offset, self.names)  # name -> (B, h, bq)
 

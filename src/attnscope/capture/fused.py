@@ -1,0 +1,139 @@
+"""Statistics mode's attention: one computation gives the layer's output and its statistics.
+
+When a capture records only statistics (the corpus job, ``mode="stats"``) of every head at a site,
+recomputing ``q kᵀ`` next to SDPA would do the attention twice. Instead the fast path computes the
+attention itself, block by block: ``scores = q kᵀ`` (one ``bmm``), the row kernel turns them into
+probabilities and statistics in cache (``attnscope.capture.native``), and ``out = probs @ v`` (one
+``bmm``). On a CPU these two ``bmm`` plus the kernel cost about what SDPA's fused kernel costs alone
+(measured in ``benchmarks/bench_capture.py``), so the statistics are nearly free. The output equals
+SDPA's within float32 rounding (tested), and it is computed from exactly the probabilities the
+statistics describe.
+
+Used only where it is exact and cheaper (:func:`applies`): CPU tensors, no gradient, no dropout, a
+boolean or no mask, no position bias / soft-capping / sinks (those models take the general path).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..statistics import _gini
+from .native import KERNEL_STATS, kernel, native_softmax_row_stats, torch_softmax_row_stats
+from .recorders import Scratch
+
+# Elements of one score block (pairs * rows * keys): 1M float32 = 4 MB, inside this CPU's L3 with
+# room for the bmm operands (2M and 4M measured slower on 512-token batches).
+FUSED_BLOCK_ELEMENTS = 1 << 20
+
+
+def applies(query: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float, training: bool,
+            extra: dict) -> bool:
+    """Whether :func:`stats_attention` can stand in for SDPA at this call."""
+    if query.device.type != "cpu" or (torch.is_grad_enabled() and query.requires_grad):
+        return False
+    if dropout and training:
+        return False
+    if any(extra.get(k) is not None for k in ("position_bias", "softcap", "sinks")):
+        return False
+    return attention_mask is None or attention_mask.dtype == torch.bool
+
+
+def _blocks(pairs: int, nq: int, nk: int, budget: int) -> list[tuple[slice, slice]]:
+    """(pair range, query range) blocks of about ``budget`` scores: whole maps of several pairs when a
+    map fits, else query rows of one pair."""
+    if nq * nk <= budget:
+        step = max(1, budget // (nq * nk))
+        return [(slice(p, min(p + step, pairs)), slice(0, nq)) for p in range(0, pairs, step)]
+    rows = max(1, budget // nk)
+    return [(slice(p, p + 1), slice(r, min(r + rows, nq))) for p in range(pairs) for r in range(0, nq, rows)]
+
+
+class _BlockMask:
+    """The attention mask (B|1, 1|H, Nq, Nk) bool as the kernel reads it: a uint8 view, each pair's
+    element offset, the stride between query rows."""
+
+    def __init__(self, mask: torch.Tensor, B: int, H: int):
+        if mask.stride(-1) != 1:
+            mask = mask.contiguous()
+        self.u8 = mask.view(torch.uint8)
+        sb, sh, sq, _ = (s if n > 1 else 0 for s, n in zip(mask.stride(), mask.shape))
+        pairs = torch.arange(B * H)
+        self.pair_offsets = (pairs // H) * sb + (pairs % H) * sh  # (B*H,) int64
+        self.row_stride = sq
+        self.mask = mask
+
+    def allowed(self, ps: slice, qs: slice, B: int, H: int, nk: int) -> torch.Tensor:
+        """bool (G, bq, Nk) for the torch kernel."""
+        full = self.mask.expand(B, H, *self.mask.shape[2:])
+        return full.reshape(B * H, *full.shape[2:])[ps, qs if full.shape[2] > 1 else slice(None), :nk]
+
+
+@torch.no_grad()
+def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, scaling: float, causal: bool, qpos0: int,
+                    key_offset: int, names: tuple[str, ...], scratch: Scratch,
+                    budget: int = FUSED_BLOCK_ELEMENTS) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Attention output and per-row statistics of every head.
+
+    query: (B, H, Nq, D); key: (B, Hkv, Nk, D); value: (B, Hkv, Nk, Dv) (grouped-query: head h reads
+    kv head h // (H / Hkv)); attention_mask: bool (B|1, 1|H, Nq, Nk), True = attend, or None;
+    causal: implicit top-left causal masking (no mask given). qpos0: absolute position of query row 0;
+    key_offset: absolute position of key column 0. names: statistics wanted (``statistics.ROW_STATS``).
+    Returns the output (B, Nq, H, Dv) in the query's dtype (as transformers' SDPA forward returns it)
+    and name -> (B, H, Nq) statistics.
+    """
+    B, H, nq, d = query.shape
+    nk, dv = key.shape[2], value.shape[-1]
+    pairs = B * H
+    groups = H // key.shape[1]
+    if groups > 1:  # grouped-query attention: each kv head serves `groups` query heads
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)  # (B, H, Nk, ·)
+    q = query.float().reshape(pairs, nq, d)  # (P, Nq, D)
+    k_t = key.float().reshape(pairs, nk, d).transpose(1, 2).contiguous()  # (P, D, Nk)
+    v = value.float().reshape(pairs, nk, dv)  # (P, Nk, Dv)
+    out = torch.empty(pairs, nq, dv, dtype=torch.float32)
+    stats = torch.empty(pairs, nq, len(KERNEL_STATS), dtype=torch.float32)
+    gini = torch.empty(pairs, nq, dtype=torch.float32) if "gini" in names else None
+    mask = _BlockMask(attention_mask[..., :nk], B, H) if attention_mask is not None else None
+    fn = kernel()
+    for ps, qs in _blocks(pairs, nq, nk, budget):
+        g, bq = ps.stop - ps.start, qs.stop - qs.start
+        rows = torch.arange(qs.start, qs.stop)
+        # keys a block can see: with implicit causal masking, none after its last query
+        kl = min(nk, qs.stop) if causal else nk
+        key_end = rows + 1 if causal else None  # (bq,) int64: query row r sees keys < r + 1
+        rel_pos = (rows + qpos0 - key_offset).float()  # (bq,)
+        scores = torch.bmm(q[ps, qs], k_t[ps, :, :kl], out=scratch.get("fused_scores", (g, bq, kl)))  # (G, bq, kl)
+        block_stats = scratch.get("fused_stats", (g * bq, len(KERNEL_STATS)))
+        if fn is not None:
+            offsets = None if mask is None else (mask.pair_offsets[ps] + qs.start * mask.row_stride).contiguous()
+            native_softmax_row_stats(fn, scores, scaling, None if mask is None else mask.u8, offsets,
+                                     0 if mask is None else mask.row_stride, key_end, rel_pos, block_stats)
+        else:
+            allowed = None if mask is None else mask.allowed(ps, qs, B, H, kl)
+            if causal:
+                causal_allowed = torch.arange(kl)[None, :] < key_end[:, None]  # (bq, kl)
+                allowed = causal_allowed if allowed is None else allowed & causal_allowed
+            block_stats.copy_(torch_softmax_row_stats(scores, scaling, allowed, rel_pos))
+        stats[ps, qs] = block_stats.view(g, bq, -1)
+        if gini is not None:  # needs the row sorted: from the block's probabilities
+            gini[ps, qs] = _gini(scores, block_stats[:, -1].view(g, bq))
+        if bq == nq:  # whole maps: straight into the output
+            torch.bmm(scores, v[ps, :kl], out=out[ps])
+        else:
+            out[ps, qs] = torch.bmm(scores, v[ps, :kl], out=scratch.get("fused_out", (g, bq, dv)))
+    result = {}
+    for i, name in enumerate(KERNEL_STATS):
+        if name in names:  # a copy: a view would keep every row's eight numbers alive
+            result[name] = stats[..., i].reshape(B, H, nq).clone()
+    if "argmax" in result:
+        result["argmax"] = result["argmax"].long() + key_offset
+    if "allowed_keys" in result:
+        result["allowed_keys"] = result["allowed_keys"].long()
+    if "first_token_mass" in result and key_offset > 0:  # key column 0 is not position 0
+        result["first_token_mass"] = torch.zeros_like(result["first_token_mass"])
+    if gini is not None:
+        result["gini"] = gini.reshape(B, H, nq)
+    result = {k: result[k] for k in names}
+    output = out.view(B, H, nq, dv).transpose(1, 2).to(query.dtype).contiguous()  # (B, Nq, H, Dv)
+    return output, result

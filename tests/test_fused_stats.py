@@ -1,0 +1,213 @@
+"""Statistics mode's fused attention (capture/fused.py) and its compiled row kernel (capture/native).
+
+References: torch.softmax + attnscope.statistics.row_statistics on the same scores, SDPA's output, the
+eager path, and the general (unfused) fast path.
+"""
+
+import pytest
+import torch
+
+from attnscope.capture import capture, capture_batch
+from attnscope.capture import fused, native
+from attnscope.capture import interface
+from attnscope.capture.recorders import Scratch
+from attnscope.statistics import ROW_STATS, STREAMING_STATS, row_statistics
+from attnscope.testing import assert_trace_close
+
+TEXTS = ["The animal didn't cross the street because it was too tired.", "Short one.",
+         "A longer sentence that goes on about nothing in particular, so that padding matters in the batch."]
+
+
+@pytest.fixture(scope="module")
+def kernel_fn():
+    fn = native.kernel()
+    if fn is None:
+        pytest.fail("the statistics kernel did not build: is a C compiler installed? (make setup installs gcc)")
+    return fn
+
+
+def _reference(scores, scale, allowed, rel_pos):
+    """probs and (G*bq, 8) statistics from torch.softmax and attnscope.statistics.row_statistics."""
+    g, bq, nk = scores.shape
+    x = (scores * scale).masked_fill(~allowed, float("-inf"))
+    probs = torch.softmax(x, -1).nan_to_num(0.0)
+    st = row_statistics(probs, allowed, rel_pos, 0)
+    cols = [st[n].float() for n in native.KERNEL_STATS]
+    return probs, torch.stack(cols, -1).reshape(g * bq, -1)
+
+
+def _random_case(g=3, bq=17, nk=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(g, bq, nk, generator=gen) * 30  # wide range: weights from ~1 down to underflow
+    mask = torch.rand(g, bq, nk, generator=gen) > 0.3
+    mask[0, 3] = False  # a row with no allowed key
+    mask[1, :, 0] = False  # key 0 masked: first-token mass 0
+    return scores, mask
+
+
+def test_kernel_matches_softmax_and_row_statistics(kernel_fn):
+    scores, mask = _random_case()
+    g, bq, nk = scores.shape
+    rel_pos = torch.arange(bq, dtype=torch.float32) + 5
+    probs_ref, stats_ref = _reference(scores, 0.25, mask, rel_pos)
+    x = scores.clone()
+    stats = torch.empty(g * bq, 8)
+    offsets = torch.arange(g, dtype=torch.int64) * bq * nk
+    native.native_softmax_row_stats(kernel_fn, x, 0.25, mask.view(torch.uint8), offsets, nk, None, rel_pos, stats)
+    torch.testing.assert_close(x, probs_ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(stats, stats_ref, atol=2e-5, rtol=1e-5)
+    assert stats[3].abs().max() == 0 and x[0, 3].abs().max() == 0  # no allowed key: zeros
+    assert stats[bq:2 * bq, 5].abs().max() == 0
+
+
+def test_kernel_shared_key_mask_causal_limit_and_threads(kernel_fn):
+    """One key mask for every row (row stride 0), plus per-row causal key limits, split over threads."""
+    g, bq, nk = 4, 33, 70
+    scores = torch.randn(g, bq, nk, generator=torch.Generator().manual_seed(1)) * 4
+    key_mask = torch.ones(g, nk, dtype=torch.bool)
+    key_mask[2, 50:] = False  # padding of pair 2
+    key_end = torch.arange(bq, dtype=torch.int64) + 20  # query i sees keys < i + 20
+    allowed = key_mask[:, None, :] & (torch.arange(nk)[None, None, :] < key_end[None, :, None])
+    rel_pos = torch.arange(bq, dtype=torch.float32) + 19
+    probs_ref, stats_ref = _reference(scores, 1.0, allowed, rel_pos)
+    for threads in (1, 3):
+        x, stats = scores.clone(), torch.empty(g * bq, 8)
+        offsets = torch.arange(g, dtype=torch.int64) * nk
+        native.native_softmax_row_stats(kernel_fn, x, 1.0, key_mask.view(torch.uint8), offsets, 0, key_end, rel_pos,
+                                        stats, threads=threads)
+        torch.testing.assert_close(x, probs_ref, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(stats, stats_ref, atol=2e-5, rtol=1e-5)
+
+
+def test_torch_fallback_matches_reference():
+    scores, mask = _random_case(seed=2)
+    rel_pos = torch.arange(scores.shape[1], dtype=torch.float32)
+    probs_ref, stats_ref = _reference(scores, 0.5, mask, rel_pos)
+    x = scores.clone()
+    stats = native.torch_softmax_row_stats(x, 0.5, mask, rel_pos)
+    torch.testing.assert_close(x, probs_ref)
+    torch.testing.assert_close(stats, stats_ref, atol=2e-5, rtol=1e-5)
+
+
+def test_kernel_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv("ATTNSCOPE_NATIVE", "0")
+    native.kernel.cache_clear()
+    try:
+        assert native.kernel() is None
+    finally:
+        monkeypatch.delenv("ATTNSCOPE_NATIVE")
+        native.kernel.cache_clear()
+
+
+def test_build_is_cached_and_atomic(tmp_path):
+    cc = native._compiler()
+    if cc is None:
+        pytest.fail("no C compiler")
+    first = native.build(cc, tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert native.build(cc, tmp_path) == first and first.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left behind
+
+
+def _sdpa_and_stats(query, key, value, mask, causal, names, key_offset=0, qpos0=0):
+    """Reference: SDPA's output and row_statistics of the eager probabilities."""
+    B, H, nq, d = query.shape
+    groups = H // key.shape[1]
+    k, v = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    scores = query @ k.transpose(-1, -2) * d ** -0.5  # (B, H, Nq, Nk)
+    nk = k.shape[2]
+    allowed = torch.ones(B, 1, nq, nk, dtype=torch.bool) if mask is None else mask.expand(B, 1, nq, nk) if mask.shape[1] == 1 else mask
+    if causal:
+        allowed = allowed & torch.ones(nq, nk, dtype=torch.bool).tril()
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)
+    out = (probs @ v).transpose(1, 2)  # (B, Nq, H, Dv)
+    st = row_statistics(probs, allowed, torch.arange(nq) + qpos0, key_offset, names)
+    return out, st
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+@pytest.mark.parametrize("budget", [1 << 20, 300])  # whole maps of several pairs / query rows of one pair
+def test_stats_attention_equals_sdpa_and_statistics(monkeypatch, use_kernel, budget):
+    if not use_kernel:
+        monkeypatch.setattr(fused, "kernel", lambda: None)
+    gen = torch.Generator().manual_seed(3)
+    B, H, Hkv, n, d = 2, 4, 2, 23, 8
+    q, k, v = (torch.randn(B, h, n, d, generator=gen) for h in (H, Hkv, Hkv))
+    pad = torch.ones(B, n, dtype=torch.bool)
+    pad[1, 17:] = False
+    mask = pad[:, None, None, :].expand(B, 1, n, n)  # padding mask as transformers expands it (row stride 0)
+    for m, causal in ((mask, False), (None, True), (mask & torch.ones(n, n, dtype=torch.bool).tril(), False)):
+        out, st = fused.stats_attention(q, k, v, m, d ** -0.5, causal, 0, 0, ROW_STATS, Scratch(), budget=budget)
+        out_ref, st_ref = _sdpa_and_stats(q, k, v, m, causal, ROW_STATS)
+        torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+        for name in ROW_STATS:
+            torch.testing.assert_close(st[name].to(st_ref[name].dtype), st_ref[name], atol=5e-5, rtol=1e-5, msg=name)
+
+
+def test_stats_attention_key_offset_and_query_offset():
+    """Decoding with a cache: one query at absolute position 30, keys from position 26 (a dropped window)."""
+    gen = torch.Generator().manual_seed(4)
+    q, k, v = torch.randn(1, 2, 1, 8, generator=gen), torch.randn(1, 2, 5, 8, generator=gen), torch.randn(1, 2, 5, 8, generator=gen)
+    out, st = fused.stats_attention(q, k, v, None, 8 ** -0.5, False, 30, 26, STREAMING_STATS, Scratch())
+    out_ref, st_ref = _sdpa_and_stats(q, k, v, None, False, STREAMING_STATS, key_offset=26, qpos0=30)
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+    assert st["first_token_mass"].abs().max() == 0  # key column 0 is position 26, not 0
+    torch.testing.assert_close(st["mean_distance"], st_ref["mean_distance"], atol=1e-5, rtol=1e-5)
+    assert int(st["argmax"].min()) >= 26
+
+
+def _unfused(monkeypatch):
+    monkeypatch.setattr(interface.CaptureSession.__dataclass_fields__["fused_stats"], "default", False)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "mistral", "t5", "marian"])
+def test_stats_only_capture_fused_equals_unfused_and_eager(tiny, monkeypatch, family):
+    lm = tiny(family)
+    kw = {"target": "A small target sentence."} if lm.kind == "seq2seq" else {}
+    fast = capture(lm, TEXTS[0], mode="stats", statistics="all", **kw)
+    eager = capture(lm, TEXTS[0], mode="stats", statistics="all", method="eager", **kw)
+    assert_trace_close(fast, eager, atol=5e-5, rtol=1e-5)
+    _unfused(monkeypatch)
+    general = capture(lm, TEXTS[0], mode="stats", statistics="all", **kw)
+    assert_trace_close(fast, general, atol=5e-5, rtol=1e-5)
+
+
+def test_fused_path_is_taken_and_output_matches_sdpa(minilm, monkeypatch):
+    """On MiniLM, a statistics-only batch goes through stats_attention, and the model's output is SDPA's
+    within float32 rounding."""
+    calls = []
+    real = fused.stats_attention
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(fused, "stats_attention", spy)
+    traces = capture_batch(minilm, TEXTS, mode="stats")
+    assert len(calls) == 6  # one per layer (one batch)
+    monkeypatch.setattr(fused, "stats_attention", real)
+    _unfused(monkeypatch)
+    general = capture_batch(minilm, TEXTS, mode="stats")
+    for a, b in zip(traces, general):
+        assert_trace_close(a, b, atol=5e-5, rtol=1e-5)
+
+    from attnscope.capture.api import attention_implementation
+    from attnscope.capture.interface import CaptureSession, annotate_model, register, session_scope
+    from attnscope.capture.recorders import StatsRecorder
+
+    inputs = minilm.tokenizer(TEXTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        plain = minilm.model(**inputs).last_hidden_state
+    register()
+    annotate_model(minilm.model)
+    session = CaptureSession(recorders=[StatsRecorder()], layers={"self": None}, heads={"self": None})
+    with attention_implementation(minilm.model, "attnscope"), session_scope(session), torch.no_grad():
+        recorded = minilm.model(**inputs).last_hidden_state
+    valid = inputs["attention_mask"].bool()
+    torch.testing.assert_close(recorded[valid], plain[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_partial_heads_and_gradients_take_the_general_path(minilm, monkeypatch):
+    monkeypatch.setattr(fused, "stats_attention", lambda *a, **k: pytest.fail("fused path taken"))
+    capture(minilm, TEXTS[0], mode="stats", heads=[0, 3])  # a subset of heads: SDPA + recomputation
+    capture(minilm, TEXTS[0], mode=["stats", "topk"])  # another recorder needs the probabilities
