@@ -122,6 +122,21 @@ class LoadedModel:
     def streams(self) -> list[str]:
         return list(self.geometry())
 
+    def sliding_windows(self) -> dict[int, int]:
+        """layer -> window of the decoder-only self-attention layers that attend only to the last
+        ``window`` positions (Mistral; the sliding layers of ``config.layer_types``); {} for none."""
+        if self.kind != "causal":
+            return {}
+        c = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        window = getattr(c, "sliding_window", None)
+        if not isinstance(window, int) or window <= 0 or getattr(c, "use_sliding_window", True) is False:
+            return {}
+        n_layers = self.geometry()["self"][0]
+        types = getattr(c, "layer_types", None)
+        if types is None:
+            return {layer: window for layer in range(n_layers)}
+        return {layer: window for layer, kind in enumerate(types) if kind == "sliding_attention"}
+
 
 def _infer_kind(model) -> ModelKind:
     config = model.config

@@ -361,7 +361,10 @@ class AttentionTrace:
         w = self.weights(s)  # (L, H, Nq, Nk)
         nq, nk = w.shape[-2:]
         qpos = torch.arange(nq) + int(self.meta.get("query_offsets", {}).get(s, 0))
-        computed = row_statistics(w, self.allowed_mask(s), qpos, names=missing)
+        allowed = self.allowed_mask(s)
+        if self._windows(s):  # sliding-window layers: a mask per layer, (L, 1, Nq, Nk)
+            allowed = torch.stack([self.allowed_mask(s, layer) for layer in self.layers[s]])[:, None]
+        computed = row_statistics(w, allowed, qpos, names=missing)
         return {k: stored[k] if k in stored else computed[k] for k in ROW_STATS}
 
     def head_stats(self, stream: str | None = None) -> dict[str, torch.Tensor]:
@@ -375,12 +378,18 @@ class AttentionTrace:
             return self._topk[s]
         raise InputError(f"this trace holds no top-k data for stream {s!r}; capture with mode='topk'")
 
-    def allowed_mask(self, stream: str | None = None) -> torch.Tensor | None:
-        """(query, key) bool mask of the keys each query could attend to (causal models), or None for all."""
+    def _windows(self, stream: str) -> dict[str, int]:
+        return self.meta.get("sliding_window", {}).get(stream, {})
+
+    def allowed_mask(self, stream: str | None = None, layer: int | None = None) -> torch.Tensor | None:
+        """(query, key) bool mask of the keys each query could attend to (causal models), or None for all.
+        With ``layer`` (the model's layer index), a sliding-window layer's band: the last ``window`` keys."""
         s = self.resolve_stream(stream)
         if self.meta.get("causal", {}).get(s, False):
             nq, nk = len(self.query_tokens(s)), len(self.key_tokens(s))
-            return torch.ones(nq, nk, dtype=torch.bool).tril(nk - nq)
+            mask = torch.ones(nq, nk, dtype=torch.bool).tril(nk - nq)
+            window = self._windows(s).get(str(layer)) if layer is not None else None
+            return mask.triu(nk - nq - window + 1) if window else mask
         return None
 
     # ------------------------------------------------------------------ selection and reduction

@@ -222,6 +222,13 @@ def _stats_from_maps(maps: torch.Tensor, causal: bool, statistics=None) -> dict[
     return row_statistics(maps, allowed, torch.arange(nq), names=check_stat_names(statistics))
 
 
+def sliding_window_meta(lm: LoadedModel) -> dict:
+    """``{"sliding_window": {"self": {"layer": window}}}`` for models with sliding-window layers, else {}
+    (``AttentionTrace.allowed_mask`` reads it)."""
+    windows = lm.sliding_windows()
+    return {"sliding_window": {"self": {str(k): v for k, v in windows.items()}}} if windows else {}
+
+
 def _is_causal_stream(lm: LoadedModel, stream: str) -> bool:
     return stream == "decoder_self" or (stream == "self" and lm.kind == "causal")
 
@@ -321,6 +328,7 @@ def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, 
         "modes": sorted(modes),
         "causal": {s: _is_causal_stream(lm, s) for s in layer_sel},
         "geometry": {s: list(v) for s, v in lm.geometry().items()},
+        **sliding_window_meta(lm),
     })
     needed = {seq for s in layer_sel for seq in STREAM_SEQUENCES[s]}
     return AttentionTrace(tokens={k: v for k, v in seqs.items() if k in needed}, layers=layer_sel, heads=head_sel,

@@ -5,12 +5,13 @@ recomputing ``q kᵀ`` next to SDPA would do the attention twice. Instead the fa
 attention itself, block by block: ``scores = q kᵀ`` (one ``bmm``), the row kernel turns them into
 probabilities and statistics in cache (``attnscope.capture.native``), and ``out = probs @ v`` (one
 ``bmm``). On a CPU these two ``bmm`` plus the kernel cost about what SDPA's fused kernel costs alone
-(measured in ``benchmarks/bench_capture.py``), so the statistics are nearly free. The output equals
+(``benchmarks/bench_fused.py``; whole models in ``bench_capture.py`` and ``bench_corpus.py``), so the
+statistics are nearly free. The output equals
 SDPA's within float32 rounding (tested), and it is computed from exactly the probabilities the
 statistics describe.
 
-Used only where it is exact and cheaper (:func:`applies`): CPU tensors, no gradient, no dropout, a
-boolean or no mask, no position bias / soft-capping / sinks (those models take the general path).
+Used only where it is exact and cheaper (:func:`applies`): the kernel built, CPU tensors, no gradient,
+no dropout, a boolean or no mask, no position bias / soft-capping / sinks (those take the general path).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from __future__ import annotations
 import torch
 
 from ..statistics import _gini
-from .native import KERNEL_STATS, kernel, native_softmax_row_stats, torch_softmax_row_stats
+from .native import KERNEL_STATS, kernel, native_softmax_row_stats
 from .recorders import Scratch
 
-# Elements of one score block (pairs * rows * keys): 1M float32 = 4 MB, inside this CPU's L3 with
-# room for the bmm operands (2M and 4M measured slower on 512-token batches).
+# Elements of one score block (pairs * rows * keys): 1M float32 = 4 MB, which stays in cache between
+# the bmm, the kernel and the bmm (on 512-token batches blocks of 256K-1M scores ran fastest here, 2M
+# and more slower).
 FUSED_BLOCK_ELEMENTS = 1 << 20
 
 
@@ -35,7 +37,9 @@ def applies(query: torch.Tensor, attention_mask: torch.Tensor | None, dropout: f
         return False
     if any(extra.get(k) is not None for k in ("position_bias", "softcap", "sinks")):
         return False
-    return attention_mask is None or attention_mask.dtype == torch.bool
+    if attention_mask is not None and attention_mask.dtype != torch.bool:
+        return False
+    return kernel() is not None
 
 
 def _blocks(pairs: int, nq: int, nk: int, budget: int) -> list[tuple[slice, slice]]:
@@ -49,8 +53,8 @@ def _blocks(pairs: int, nq: int, nk: int, budget: int) -> list[tuple[slice, slic
 
 
 class _BlockMask:
-    """The attention mask (B|1, 1|H, Nq, Nk) bool as the kernel reads it: a uint8 view, each pair's
-    element offset, the stride between query rows."""
+    """The attention mask (B|1, 1|H, Nq|1, Nk) bool as the kernel reads it: a uint8 view, each pair's
+    element offset, the stride between query rows (0 for a mask shared by all rows)."""
 
     def __init__(self, mask: torch.Tensor, B: int, H: int):
         if mask.stride(-1) != 1:
@@ -60,12 +64,6 @@ class _BlockMask:
         pairs = torch.arange(B * H)
         self.pair_offsets = (pairs // H) * sb + (pairs % H) * sh  # (B*H,) int64
         self.row_stride = sq
-        self.mask = mask
-
-    def allowed(self, ps: slice, qs: slice, B: int, H: int, nk: int) -> torch.Tensor:
-        """bool (G, bq, Nk) for the torch kernel."""
-        full = self.mask.expand(B, H, *self.mask.shape[2:])
-        return full.reshape(B * H, *full.shape[2:])[ps, qs if full.shape[2] > 1 else slice(None), :nk]
 
 
 @torch.no_grad()
@@ -89,13 +87,15 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     if groups > 1:  # grouped-query attention: each kv head serves `groups` query heads
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)  # (B, H, Nk, ·)
     q = query.float().reshape(pairs, nq, d)  # (P, Nq, D)
-    k_t = key.float().reshape(pairs, nk, d).transpose(1, 2).contiguous()  # (P, D, Nk)
+    k_t = key.float().transpose(2, 3).reshape(pairs, d, nk)  # (P, D, Nk), one copy
     v = value.float().reshape(pairs, nk, dv)  # (P, Nk, Dv)
     out = torch.empty(pairs, nq, dv, dtype=torch.float32)
     stats = torch.empty(pairs, nq, len(KERNEL_STATS), dtype=torch.float32)
     gini = torch.empty(pairs, nq, dtype=torch.float32) if "gini" in names else None
     mask = _BlockMask(attention_mask[..., :nk], B, H) if attention_mask is not None else None
     fn = kernel()
+    if fn is None:
+        raise RuntimeError("attnscope: the statistics kernel is not available (see attnscope.capture.native)")
     for ps, qs in _blocks(pairs, nq, nk, budget):
         g, bq = ps.stop - ps.start, qs.stop - qs.start
         rows = torch.arange(qs.start, qs.stop)
@@ -105,16 +105,9 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         rel_pos = (rows + qpos0 - key_offset).float()  # (bq,)
         scores = torch.bmm(q[ps, qs], k_t[ps, :, :kl], out=scratch.get("fused_scores", (g, bq, kl)))  # (G, bq, kl)
         block_stats = scratch.get("fused_stats", (g * bq, len(KERNEL_STATS)))
-        if fn is not None:
-            offsets = None if mask is None else (mask.pair_offsets[ps] + qs.start * mask.row_stride).contiguous()
-            native_softmax_row_stats(fn, scores, scaling, None if mask is None else mask.u8, offsets,
-                                     0 if mask is None else mask.row_stride, key_end, rel_pos, block_stats)
-        else:
-            allowed = None if mask is None else mask.allowed(ps, qs, B, H, kl)
-            if causal:
-                causal_allowed = torch.arange(kl)[None, :] < key_end[:, None]  # (bq, kl)
-                allowed = causal_allowed if allowed is None else allowed & causal_allowed
-            block_stats.copy_(torch_softmax_row_stats(scores, scaling, allowed, rel_pos))
+        offsets = None if mask is None else (mask.pair_offsets[ps] + qs.start * mask.row_stride).contiguous()
+        native_softmax_row_stats(fn, scores, scaling, None if mask is None else mask.u8, offsets,
+                                 0 if mask is None else mask.row_stride, key_end, rel_pos, block_stats)
         stats[ps, qs] = block_stats.view(g, bq, -1)
         if gini is not None:  # needs the row sorted: from the block's probabilities
             gini[ps, qs] = _gini(scores, block_stats[:, -1].view(g, bq))
@@ -122,10 +115,8 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
             torch.bmm(scores, v[ps, :kl], out=out[ps])
         else:
             out[ps, qs] = torch.bmm(scores, v[ps, :kl], out=scratch.get("fused_out", (g, bq, dv)))
-    result = {}
-    for i, name in enumerate(KERNEL_STATS):
-        if name in names:  # a copy: a view would keep every row's eight numbers alive
-            result[name] = stats[..., i].reshape(B, H, nq).clone()
+    by_stat = stats.permute(2, 0, 1).contiguous().view(len(KERNEL_STATS), B, H, nq)  # one copy: (8, B, H, Nq)
+    result = {name: by_stat[i] for i, name in enumerate(KERNEL_STATS) if name in names}
     if "argmax" in result:
         result["argmax"] = result["argmax"].long() + key_offset
     if "allowed_keys" in result:

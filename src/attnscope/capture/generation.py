@@ -16,7 +16,7 @@ import torch
 from ..errors import InputError
 from ..models import LoadedModel
 from ..trace import STREAM_SEQUENCES, AttentionTrace, Tokens
-from .api import (_as_loaded, _encode, _encode_speech, _modes, _tokens, attention_implementation, check_text,
+from .api import (_as_loaded, sliding_window_meta, _encode, _encode_speech, _modes, _tokens, attention_implementation, check_text,
                   resolve_selection)
 from .interface import DEFAULT_BLOCK_ELEMENTS, CaptureSession, annotate_model, register, session_scope
 from .recorders import FullRecorder, StatsRecorder, TopKRecorder, make_recorders
@@ -155,7 +155,7 @@ def generate(
     meta.update({"model_kind": lm.kind, "method": "fast-generate", "modes": sorted(modes),
                  "causal": {s: s in ("decoder_self",) or (s == "self" and lm.kind == "causal") for s in layer_sel},
                  "prompt_length": n_prompt, "do_sample": do_sample,
-                 "geometry": {s: list(v) for s, v in lm.geometry().items()}})
+                 "geometry": {s: list(v) for s, v in lm.geometry().items()}, **sliding_window_meta(lm)})
     trace = AttentionTrace(tokens=seqs, layers=layer_sel, heads=head_sel, weights=weights, stats=stats, topk=topk,
                            texts=texts, model_id=lm.name, meta=meta)
     return GenerationResult(trace=trace, text=lm.tokenizer.decode(generated, skip_special_tokens=True),

@@ -7,8 +7,8 @@ source, the flags and the compiler), then loaded with ctypes. A ctypes call rele
 ranges run in parallel on Python threads, as many as ``torch.get_num_threads()``.
 
 Without a C compiler, or with ``ATTNSCOPE_NATIVE=0``, :func:`kernel` returns None and statistics mode
-uses :func:`torch_softmax_row_stats`, the same computation in torch operations (slower; it is also
-the reference the tests hold the kernel to).
+takes the general path (SDPA for the output, statistics recomputed from the scores with torch
+operations): the same numbers, at several times the cost (``benchmarks/bench_fused.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-
-from ...statistics import EFFECTIVE_THRESHOLD, SPARSITY_THRESHOLD
 
 SOURCE = Path(__file__).with_name("row_stats.c")
 # Column order of the kernel's per-row output (enum in row_stats.c).
@@ -85,14 +83,14 @@ def kernel():
         return None
     cc = _compiler()
     if cc is None:
-        warnings.warn("attnscope: no C compiler found (set CC or install gcc): statistics mode uses the slower "
-                      "torch implementation", RuntimeWarning, stacklevel=2)
+        warnings.warn("attnscope: no C compiler found (set CC or install gcc): statistics mode takes the slower "
+                      "general path", RuntimeWarning, stacklevel=2)
         return None
     try:
         lib = ctypes.CDLL(str(build(cc, _cache_dir())))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        warnings.warn(f"attnscope: statistics kernel unavailable, using the torch implementation ({exc})",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(f"attnscope: statistics kernel unavailable, statistics mode takes the slower general path "
+                      f"({exc})", RuntimeWarning, stacklevel=2)
         return None
     fn = lib.attnscope_softmax_row_stats
     ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
@@ -135,28 +133,3 @@ def native_softmax_row_stats(fn, scores: torch.Tensor, scale: float, mask: torch
                for t in range(threads)]
     for f in futures:
         f.result()
-
-
-def torch_softmax_row_stats(scores: torch.Tensor, scale: float, allowed: torch.Tensor | None,
-                            rel_pos: torch.Tensor) -> torch.Tensor:
-    """The kernel's computation in torch operations (any device): scores (G, bq, Nk) raw q·k become
-    probabilities in place; allowed: bool broadcastable to scores or None. Returns (G * bq, 8)."""
-    g, bq, nk = scores.shape
-    x = scores.mul_(scale)
-    if allowed is not None:
-        x = x.masked_fill_(~allowed, float("-inf"))
-    n_allowed = torch.full((g, bq), nk, dtype=torch.float32, device=x.device) if allowed is None \
-        else allowed.expand(g, bq, nk).sum(-1, dtype=torch.float32)  # (G, bq)
-    probs = torch.softmax(x, dim=-1).nan_to_num_(0.0)  # a row with no allowed key: all 0
-    key_pos = torch.arange(nk, device=x.device, dtype=torch.float32)
-    distance = (rel_pos.to(x.device, torch.float32)[:, None] - key_pos[None, :]).abs()  # (bq, Nk)
-    max_w, argmax = probs.max(-1)  # (G, bq)
-    entropy = -torch.special.xlogy(probs, probs).sum(-1)
-    below = (probs < SPARSITY_THRESHOLD).sum(-1, dtype=torch.float32) - (nk - n_allowed)
-    out = torch.stack([
-        entropy, max_w, argmax.float(), below / n_allowed.clamp(min=1),
-        (probs > EFFECTIVE_THRESHOLD).sum(-1, dtype=torch.float32), probs[..., 0],
-        (probs * distance).sum(-1), n_allowed,
-    ], dim=-1)  # (G, bq, 8)
-    scores.copy_(probs)
-    return out.reshape(g * bq, len(KERNEL_STATS))

@@ -1,0 +1,85 @@
+"""One attention call, statistics mode: SDPA alone vs the ways attnscope can add statistics to it.
+
+    python benchmarks/bench_fused.py [--batch 8] [--heads 12] [--tokens 512] [--dim 32] [--rounds 5] [--threads 2]
+
+MiniLM's shape by default (12 heads of 32 dims, 8 texts of 512 tokens, a padding mask). Methods, all on
+the same random q, k, v, medians of interleaved rounds:
+  sdpa           torch's scaled_dot_product_attention (what a plain forward runs), the limit
+  recompute      SDPA for the output + attnscope's general path for the statistics (query blocks of
+                 scores, torch.softmax, row_statistics_from_scores): statistics mode before the fused path
+  fused          capture/fused.stats_attention: bmm, the compiled row kernel, bmm (the default)
+Prints seconds, ratio to sdpa and ns per score (B * H * N^2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from attnscope.capture import fused
+from attnscope.capture.interface import DEFAULT_BLOCK_ELEMENTS, SiteScores, _query_blocks
+from attnscope.capture.native import kernel
+from attnscope.capture.recorders import Scratch
+from attnscope.statistics import STREAMING_STATS, row_statistics_from_scores
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--tokens", type=int, default=512)
+    ap.add_argument("--dim", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    B, H, N, D = args.batch, args.heads, args.tokens, args.dim
+    gen = torch.Generator().manual_seed(0)
+    # (B, N, H, D) transposed to (B, H, N, D): the layout a transformers attention module passes
+    q, k, v = (torch.randn(B, N, H, D, generator=gen).transpose(1, 2) for _ in range(3))
+    lengths = torch.linspace(N // 2, N, B).long()
+    mask = (torch.arange(N)[None, :] < lengths[:, None])[:, None, None, :].expand(B, 1, N, N)  # padding
+    scale = D ** -0.5
+    if kernel() is None:
+        raise SystemExit("the statistics kernel did not build (no C compiler?)")
+
+    def sdpa():
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+    def recompute():
+        sdpa()
+        scratch = Scratch()
+        site = SiteScores(q, k, mask, scale, False, torch.arange(H))
+        for qs in _query_blocks(N, B * H * N, DEFAULT_BLOCK_ELEMENTS):
+            buf = scratch.get("scores", (B * H, qs.stop - qs.start, N))
+            scores, allowed = site.block(qs, masked_value=torch.finfo(torch.float32).min, out=buf)
+            row_statistics_from_scores(scores, allowed, torch.arange(qs.start, qs.stop), 0, STREAMING_STATS,
+                                       scratch=scratch)
+
+    def fused_stats():
+        fused.stats_attention(q, k, v, mask, scale, False, 0, 0, STREAMING_STATS, Scratch())
+
+    methods = {"sdpa": sdpa, "recompute": recompute, "fused": fused_stats}
+    for fn in methods.values():
+        fn()  # warm up
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.rounds):
+        for name, fn in methods.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    scores = B * H * N * N
+    base = statistics.median(times["sdpa"])
+    print(f"torch {torch.__version__}, threads {args.threads}, B={B} H={H} N={N} D={D}")
+    print("| method | seconds | ratio to sdpa | ns per score |")
+    print("|---|---|---|---|")
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        print(f"| {name} | {t:.4f} | {t / base:.2f}x | {t / scores * 1e9:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
