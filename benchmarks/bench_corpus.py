@@ -8,8 +8,8 @@ Methods, all over the same texts and (except the per-text loop) the same length-
             (the same statistics as attnscope's: the default, all but Gini)
   loop      the seed documents' way: eager, one text at a time, statistics in numpy
   attnscope corpus kernel (HeadStatsComputer: fast path, stats mode), what `attnscope corpus` runs
-Every number is a ratio to `sdpa` measured in the same run: the median of `--repeats` rounds, the methods
-interleaved within each round.
+Every number is a ratio to `sdpa` measured in the same run: the median of `--repeats` rounds; within a
+round the methods alternate batch by batch (each method's time is the sum over the batches).
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def _np_stats(a: np.ndarray) -> dict[str, np.ndarray]:
 
 def run_loop(lm, comp, enc, batches):
     with attention_implementation(lm.model, "eager"), torch.no_grad():
-        for e in enc:
-            att = lm.model(**e.inputs, output_attentions=True).attentions
+        for i in (i for b in batches for i in b):  # one text at a time
+            att = lm.model(**enc[i].inputs, output_attentions=True).attentions
             for a in att:
                 _np_stats(a[0].numpy())
 
@@ -93,16 +93,21 @@ def bench(lm, texts, batch_size, max_batch_tokens, truncate, repeats):
     for name in ("sdpa", "attnscope"):  # warm up (and load the statistics kernel)
         METHODS[name](lm, comp, enc, batches[:1])
     rounds: dict[str, list[float]] = {name: [] for name in METHODS}
-    for _ in range(repeats):  # methods interleaved round by round: drift of the machine hits all alike
-        for name, fn in METHODS.items():
-            t0 = time.perf_counter()
-            fn(lm, comp, enc, batches)
-            rounds[name].append(time.perf_counter() - t0)
+    for _ in range(repeats):
+        spent = dict.fromkeys(METHODS, 0.0)
+        for batch in batches:  # methods alternate batch by batch: drift of the machine hits all alike
+            for name, fn in METHODS.items():
+                t0 = time.perf_counter()
+                fn(lm, comp, enc, [batch])
+                spent[name] += time.perf_counter() - t0
+        for name, t in spent.items():
+            rounds[name].append(t)
     times = {name: statistics.median(ts) for name, ts in rounds.items()}
     tokens = sum(e.n_tokens for e in enc)
     return {"texts": len(texts), "tokens": tokens, "batches": len(batches),
             "seconds": {k: round(v, 3) for k, v in times.items()},
             "ratio": {k: round(v / times["sdpa"], 3) for k, v in times.items()},
+            "round_ratios": {k: [round(t / s, 3) for t, s in zip(ts, rounds["sdpa"])] for k, ts in rounds.items()},
             "texts_per_s": {k: round(len(texts) / v, 1) for k, v in times.items()}}
 
 

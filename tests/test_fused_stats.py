@@ -216,3 +216,17 @@ def test_generation_statistics_equal_those_of_the_full_maps(tiny, family):
         for name in ROW_STATS:
             torch.testing.assert_close(got[name].to(want[name].dtype), want[name], atol=5e-5, rtol=1e-5,
                                        msg=f"{s} {name}")
+
+
+def test_kernel_wrapper_rejects_what_the_c_code_would_misread(kernel_fn):
+    scores, stats, rel = torch.zeros(2, 3, 4), torch.empty(6, 8), torch.zeros(3)
+    with pytest.raises(ValueError, match="scores must be a contiguous CPU torch.float32"):
+        native.native_softmax_row_stats(kernel_fn, scores.double(), 1.0, None, None, 0, None, rel, stats)
+    with pytest.raises(ValueError, match="stats must be"):
+        native.native_softmax_row_stats(kernel_fn, scores, 1.0, None, None, 0, None, rel, torch.empty(5, 8))
+    with pytest.raises(ValueError, match="key_end must be"):
+        native.native_softmax_row_stats(kernel_fn, scores, 1.0, None, None, 0, torch.ones(3, dtype=torch.int32), rel,
+                                        stats)
+    with pytest.raises(ValueError, match="mask must be uint8"):
+        native.native_softmax_row_stats(kernel_fn, scores, 1.0, torch.ones(2, 4, dtype=torch.bool),
+                                        torch.zeros(2, dtype=torch.int64), 0, None, rel, stats)

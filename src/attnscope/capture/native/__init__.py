@@ -100,8 +100,17 @@ def kernel():
 
 
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per process: a forked child does not inherit the parent's worker threads."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attnscope-rows")
+
+
+def _expect(t: torch.Tensor | None, dtype: torch.dtype, name: str, shape: tuple[int, ...] | None = None) -> None:
+    if t is None or t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu" or \
+            (shape is not None and tuple(t.shape) != shape):
+        got = None if t is None else f"{t.dtype} {tuple(t.shape)} contiguous={t.is_contiguous()} on {t.device}"
+        raise ValueError(f"attnscope kernel: {name} must be a contiguous CPU {dtype} tensor"
+                         f"{'' if shape is None else f' of shape {shape}'}, got {got}")
 
 
 def _ptr(t: torch.Tensor | None):
@@ -123,13 +132,24 @@ def native_softmax_row_stats(fn, scores: torch.Tensor, scale: float, mask: torch
     """
     g, bq, nk = scores.shape
     rows = g * bq
+    # the C code trusts these; a wrong one would read or write outside the tensors
+    _expect(scores, torch.float32, "scores")
+    _expect(stats, torch.float32, "stats", (rows, len(KERNEL_STATS)))
+    _expect(rel_pos, torch.float32, "rel_pos", (bq,))
+    if key_end is not None:
+        _expect(key_end, torch.int64, "key_end", (bq,))
+    if mask is not None:
+        _expect(pair_offsets, torch.int64, "pair_offsets", (g,))
+        if mask.dtype != torch.uint8:
+            raise ValueError(f"attnscope kernel: mask must be uint8, got {mask.dtype}")
     args = (scale, _ptr(mask), _ptr(pair_offsets), mask_row_stride, _ptr(key_end), _ptr(rel_pos), _ptr(stats))
     threads = max(1, min(threads or torch.get_num_threads(), rows))
     if threads == 1:
         fn(scores.data_ptr(), 0, rows, bq, nk, *args)
         return
     bounds = [rows * t // threads for t in range(threads + 1)]
-    futures = [_pool(threads).submit(fn, scores.data_ptr(), bounds[t], bounds[t + 1], bq, nk, *args)
+    pool = _pool(threads, os.getpid())
+    futures = [pool.submit(fn, scores.data_ptr(), bounds[t], bounds[t + 1], bq, nk, *args)
                for t in range(threads)]
     for f in futures:
         f.result()
