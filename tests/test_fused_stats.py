@@ -7,7 +7,7 @@ eager path, and the general (unfused) fast path.
 import pytest
 import torch
 
-from attnscope.capture import capture, capture_batch, fused, interface, native
+from attnscope.capture import capture, capture_batch, fused, native
 from attnscope.capture.recorders import Scratch
 from attnscope.statistics import ROW_STATS, STREAMING_STATS, row_statistics
 from attnscope.testing import assert_trace_close
@@ -145,7 +145,8 @@ def test_stats_attention_key_offset_and_query_offset(kernel_fn):
 
 
 def _unfused(monkeypatch):
-    monkeypatch.setattr(interface.CaptureSession.__dataclass_fields__["fused_stats"], "default", False)
+    """From here on, statistics-only sites take the general path (SDPA + recomputation)."""
+    monkeypatch.setattr(fused, "applies", lambda *a, **k: False)
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "mistral", "t5", "marian"])
@@ -161,8 +162,12 @@ def test_stats_only_capture_fused_equals_unfused_and_eager(tiny, monkeypatch, fa
 
 
 def test_fused_path_is_taken_and_output_matches_sdpa(minilm, monkeypatch):
-    """On MiniLM, a statistics-only batch goes through stats_attention, and the model's output is SDPA's
-    within float32 rounding."""
+    """On MiniLM, a statistics-only batch goes through stats_attention, the model's output is SDPA's
+    within float32 rounding, and the statistics equal the general path's."""
+    from attnscope.capture.api import attention_implementation
+    from attnscope.capture.interface import CaptureSession, annotate_model, register, session_scope
+    from attnscope.capture.recorders import StatsRecorder
+
     calls = []
     real = fused.stats_attention
 
@@ -171,18 +176,6 @@ def test_fused_path_is_taken_and_output_matches_sdpa(minilm, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(fused, "stats_attention", spy)
-    traces = capture_batch(minilm, TEXTS, mode="stats")
-    assert len(calls) == 6  # one per layer (one batch)
-    monkeypatch.setattr(fused, "stats_attention", real)
-    _unfused(monkeypatch)
-    general = capture_batch(minilm, TEXTS, mode="stats")
-    for a, b in zip(traces, general):
-        assert_trace_close(a, b, atol=5e-5, rtol=1e-5)
-
-    from attnscope.capture.api import attention_implementation
-    from attnscope.capture.interface import CaptureSession, annotate_model, register, session_scope
-    from attnscope.capture.recorders import StatsRecorder
-
     inputs = minilm.tokenizer(TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         plain = minilm.model(**inputs).last_hidden_state
@@ -191,8 +184,18 @@ def test_fused_path_is_taken_and_output_matches_sdpa(minilm, monkeypatch):
     session = CaptureSession(recorders=[StatsRecorder()], layers={"self": None}, heads={"self": None})
     with attention_implementation(minilm.model, "attnscope"), session_scope(session), torch.no_grad():
         recorded = minilm.model(**inputs).last_hidden_state
+    assert len(calls) == 6  # one per layer
+    assert not torch.equal(recorded, plain)  # computed here, not by SDPA...
     valid = inputs["attention_mask"].bool()
-    torch.testing.assert_close(recorded[valid], plain[valid], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(recorded[valid], plain[valid], atol=1e-5, rtol=1e-5)  # ...but the same
+
+    traces = capture_batch(minilm, TEXTS, mode="stats")
+    assert len(calls) == 12
+    _unfused(monkeypatch)
+    general = capture_batch(minilm, TEXTS, mode="stats")
+    assert len(calls) == 12
+    for a, b in zip(traces, general):
+        assert_trace_close(a, b, atol=5e-5, rtol=1e-5)
 
 
 def test_partial_heads_and_gradients_take_the_general_path(minilm, monkeypatch):

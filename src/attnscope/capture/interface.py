@@ -6,7 +6,8 @@ session is active it *is* SDPA. Inside a session it still returns SDPA's output 
 for the requested (stream, layer, head) sites recomputes ``softmax(q k^T * scaling + bias + mask)``
 in query blocks — O(block × N) memory — and hands each block to the session's recorders.
 Interventions (scale / zero / replace a head, knock out query→key edges) also live here: where one
-applies, the layer's output is computed from the modified probabilities instead.
+applies, the layer's output is computed from the modified probabilities instead. A site that records
+only statistics, of every head, computes its attention once instead (``attnscope.capture.fused``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ class CaptureSession:
     rows_seen: dict[tuple[str, int], int] = field(default_factory=dict)  # queries appended so far
     calls: int = 0
     scratch: Scratch = field(default_factory=Scratch)  # reused block buffers
-    fused_stats: bool = True  # statistics-only sites: one attention computation for output and statistics
     on_call: Callable[[Site, torch.nn.Module], None] | None = None
 
     def wants(self, site: Site) -> bool:
@@ -79,7 +79,7 @@ class CaptureSession:
     def stats_only(self, site: Site, n_heads: int) -> bool:
         """Whether this site records only statistics, of every head (``attnscope.capture.fused``)."""
         heads = self.heads.get(site.stream)
-        return (self.fused_stats and all(isinstance(r, StatsRecorder) for r in self.recorders)
+        return (all(isinstance(r, StatsRecorder) for r in self.recorders)
                 and (heads is None or sorted(heads) == list(range(n_heads))))
 
 
