@@ -5,8 +5,9 @@
 MiniLM's shape by default (12 heads of 32 dims, 8 texts of 512 tokens, a padding mask). Methods, all on
 the same random q, k, v, medians of interleaved rounds:
   sdpa           torch's scaled_dot_product_attention (what a plain forward runs), the limit
-  recompute      SDPA for the output + attnscope's general path for the statistics (query blocks of
-                 scores, torch.softmax, row_statistics_from_scores): statistics mode before the fused path
+  recompute      SDPA for the output + attnscope's general path for the statistics (interface._record:
+                 query blocks of scores, torch.softmax, row_statistics_from_scores): statistics mode before
+                 the fused path, and still the path of sites it cannot fuse
   fused          capture/fused.stats_attention: bmm, the compiled row kernel, bmm (the default)
 Prints seconds, ratio to sdpa and ns per score (B * H * N^2).
 """
@@ -20,10 +21,10 @@ import time
 import torch
 
 from attnscope.capture import fused
-from attnscope.capture.interface import DEFAULT_BLOCK_ELEMENTS, SiteScores, _query_blocks
+from attnscope.capture.interface import CaptureSession, Site, _record
 from attnscope.capture.native import kernel
-from attnscope.capture.recorders import Scratch
-from attnscope.statistics import STREAMING_STATS, row_statistics_from_scores
+from attnscope.capture.recorders import Scratch, StatsRecorder
+from attnscope.statistics import STREAMING_STATS
 
 
 def main() -> None:
@@ -49,15 +50,11 @@ def main() -> None:
     def sdpa():
         torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
-    def recompute():
+    def recompute():  # what the fast path does at a site it cannot fuse: SDPA, then _record's blocks
         sdpa()
-        scratch = Scratch()
-        site = SiteScores(q, k, mask, scale, False, torch.arange(H))
-        for qs in _query_blocks(N, B * H * N, DEFAULT_BLOCK_ELEMENTS):
-            buf = scratch.get("scores", (B * H, qs.stop - qs.start, N))
-            scores, allowed = site.block(qs, masked_value=torch.finfo(torch.float32).min, out=buf)
-            row_statistics_from_scores(scores, allowed, torch.arange(qs.start, qs.stop), 0, STREAMING_STATS,
-                                       scratch=scratch)
+        session = CaptureSession(recorders=[StatsRecorder()], layers={"self": None}, heads={"self": None})
+        _record(session, Site("self", 0), q, k, mask, scale, False,
+                {"position_bias": None, "softcap": None, "sinks": None}, 0)
 
     def fused_stats():
         fused.stats_attention(q, k, v, mask, scale, False, 0, 0, STREAMING_STATS, Scratch())

@@ -143,17 +143,22 @@ def test_fine_tune_changes_weights_and_split_is_by_id(classifier):
         TrainConfig(n_train=0).validate()
 
 
-def test_train_sentiment_saves_safetensors(tmp_path, bert_tokenizer):
-    """The whole train → save → reload path on a tiny base (2 steps), never pickle."""
+def _tiny_bert_base(path, tokenizer):
+    """A tiny random BERT saved as a fine-tuning base directory (weights + tokenizer)."""
     import transformers as tf
 
+    torch.manual_seed(0)
+    tf.BertModel(tf.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=37)).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def test_train_sentiment_saves_safetensors(tmp_path, bert_tokenizer):
+    """The whole train → save → reload path on a tiny base (2 steps), never pickle."""
     from attnscope.tasks.sentiment import REPORT_FILE, TrainConfig, load_sentiment_model, train_sentiment
 
-    base = tmp_path / "base"
-    torch.manual_seed(0)
-    tf.BertModel(tf.BertConfig(vocab_size=bert_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=37)).save_pretrained(str(base))
-    bert_tokenizer.save_pretrained(str(base))
+    base = _tiny_bert_base(tmp_path / "base", bert_tokenizer)
     out = tmp_path / "clf"
     rep = train_sentiment(TrainConfig(n_train=16, n_test=16, max_steps=2, batch_size=8, max_length=32), out,
                           base=str(base))
@@ -212,15 +217,9 @@ def test_head_lr_gets_its_own_param_group(classifier, monkeypatch):
 
 def test_cached_model_is_retrained_when_settings_change(tmp_path, bert_tokenizer):
     """ensure_sentiment_model reuses a model only if it was trained with the same settings and recipe."""
-    import transformers as tf
-
     from attnscope.tasks import sentiment as S
 
-    base = tmp_path / "base"
-    torch.manual_seed(0)
-    tf.BertModel(tf.BertConfig(vocab_size=bert_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=37)).save_pretrained(str(base))
-    bert_tokenizer.save_pretrained(str(base))
+    base = _tiny_bert_base(tmp_path / "base", bert_tokenizer)
     out = tmp_path / "clf"
     cfg = S.TrainConfig(n_train=8, n_test=8, max_steps=1, batch_size=8, max_length=16)
     assert S.stale_reason(out, cfg).startswith("no model")

@@ -4,8 +4,8 @@ When a capture records only statistics (the corpus job, ``mode="stats"``) of eve
 recomputing ``q kᵀ`` next to SDPA would do the attention twice. Instead the fast path computes the
 attention itself, block by block: ``scores = q kᵀ`` (one ``bmm``), the row kernel turns them into
 probabilities and statistics in cache (``attnscope.capture.native``), and ``out = probs @ v`` (one
-``bmm``). On a CPU these two ``bmm`` plus the kernel cost 1.2-1.5x what SDPA's fused kernel costs
-alone (``benchmarks/bench_fused.py``), so the statistics add a few percent to a whole forward
+``bmm``). On a CPU these two ``bmm`` plus the kernel cost 1.2-1.7x what SDPA's fused kernel costs
+alone at 512 tokens (``benchmarks/bench_fused.py``), so the statistics add 3-15 % to a whole forward
 (``bench_capture.py``, ``bench_corpus.py``). The output equals
 SDPA's within float32 rounding (tested), and it is computed from exactly the probabilities the
 statistics describe.

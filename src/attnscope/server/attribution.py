@@ -99,6 +99,11 @@ def resolve_target(lm, kind: str, req: _Target) -> int | None:
     return int(t)
 
 
+def check_position(kind: str, position: int | None) -> None:
+    if position is not None and kind != "lm":
+        raise InputError("position applies to language models only (a classifier has one prediction)")
+
+
 def check_tokens(state: ServerState, lm, text: str, what: str = "text") -> int:
     """Token count (special tokens included) of ``text``; 413 above ``max_attribution_tokens``."""
     n = len(lm.tokenizer(text)["input_ids"])
@@ -210,8 +215,7 @@ def build_attribution_router(state: ServerState) -> APIRouter:
             lm = state.model(name)
             kind = require_head(lm, "/v1/explain")
             target = resolve_target(lm, kind, req)
-            if req.position is not None and kind != "lm":
-                raise InputError("position applies to language models only (a classifier has one prediction)")
+            check_position(kind, req.position)
             if req.position is not None and req.faithfulness:
                 raise InputError("faithfulness curves are computed at the last position; leave position unset")
             check_tokens(state, lm, req.text)
@@ -249,8 +253,7 @@ def build_attribution_router(state: ServerState) -> APIRouter:
             lm = state.model(name)
             kind = require_head(lm, "/v1/ablate")
             target = resolve_target(lm, kind, req)
-            if req.position is not None and kind != "lm":
-                raise InputError("position applies to language models only (a classifier has one prediction)")
+            check_position(kind, req.position)
             n_tokens = [check_tokens(state, lm, t, f"text #{i}") for i, t in enumerate(req.texts)]
             if req.labels is not None:
                 n_out = _n_outputs(lm, kind)
