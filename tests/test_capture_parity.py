@@ -9,6 +9,8 @@ from attnscope.capture import capture, capture_batch
 from attnscope.capture.api import _capture_encoded, attention_implementation, resolve_selection
 from attnscope.testing import assert_trace_close
 
+from _helpers import assert_traces_close
+
 TEXT = "The quick brown fox jumps over the lazy dog, again and again."
 TARGET = "A small target sentence."
 ATOL = 1e-5
@@ -22,8 +24,9 @@ def _both(lm, **kw):
 def test_stats_mode_default_statistics_leave_out_gini(minilm):
     fast = capture(minilm, TEXT, mode="stats")
     eager = capture(minilm, TEXT, mode="stats", method="eager")
+    maps = capture(minilm, TEXT, mode="full", method="eager", full_dtype=torch.float32)
     assert "gini" not in fast.row_stats() and "entropy" in fast.row_stats()
-    assert_trace_close(fast, eager, atol=ATOL)
+    assert_traces_close(fast, eager, atol=ATOL, probs=maps)
     only = capture(minilm, TEXT, mode="stats", statistics=["gini", "max"])
     assert list(only.row_stats()) == ["max", "gini"]
     full = capture(minilm, TEXT, mode="full", full_dtype=torch.float32)
@@ -34,7 +37,7 @@ def test_minilm_fast_equals_eager(minilm):
     fast, eager = _both(minilm)
     assert fast.meta["method"] == "fast" and eager.meta["method"] == "eager"
     assert fast.weights().shape == (6, 12, len(fast.tokens["input"]), len(fast.tokens["input"]))
-    assert_trace_close(fast, eager, atol=ATOL)
+    assert_traces_close(fast, eager, atol=ATOL)
     torch.testing.assert_close(fast.weights().sum(-1), torch.ones(6, 12, fast.weights().shape[2]))
     v, i = fast.topk()
     ve, ie = eager.topk()
@@ -46,7 +49,7 @@ def test_tiny_families_fast_equals_eager(tiny, family):
     lm = tiny(family)
     kw = {"target": TARGET} if lm.kind == "seq2seq" else {}
     fast, eager = _both(lm, **kw)
-    assert_trace_close(fast, eager, atol=ATOL)
+    assert_traces_close(fast, eager, atol=ATOL)
     for s in fast.streams:
         w = fast.weights(s)
         nonempty = w.sum(-1) > 0
@@ -86,7 +89,7 @@ def test_partial_selection_and_block_size(minilm):
     full = capture(minilm, TEXT, full_dtype=torch.float32)
     part = capture(minilm, TEXT, layers=[1, 4], heads=[0, 11], full_dtype=torch.float32, block_elements=64)
     assert part.layers["self"] == [1, 4] and part.heads["self"] == [0, 11]
-    assert_trace_close(part, full.sel(layer=[1, 4], head=[0, 11]), atol=1e-6)
+    assert_traces_close(part, full.sel(layer=[1, 4], head=[0, 11]), atol=1e-6)
 
 
 def test_batched_equals_one_by_one(tiny, minilm):
@@ -95,7 +98,7 @@ def test_batched_equals_one_by_one(tiny, minilm):
         batched = capture_batch(lm, texts, batch_size=3, mode=["full", "stats"], full_dtype=torch.float32)
         for t, b in zip(texts, batched):
             single = capture(lm, t, mode=["full", "stats"], full_dtype=torch.float32)
-            assert_trace_close(single, b, atol=ATOL)
+            assert_traces_close(single, b, atol=ATOL)
 
 
 def test_speech_encoder_decoder_tiny_whisper():

@@ -10,7 +10,7 @@ import torch
 from attnscope.capture import capture, capture_batch, fused, native
 from attnscope.capture.recorders import Scratch
 from attnscope.statistics import ROW_STATS, STREAMING_STATS, row_statistics
-from attnscope.testing import assert_trace_close
+from _helpers import assert_stats_close, assert_traces_close
 
 TEXTS = ["The animal didn't cross the street because it was too tired.", "Short one.",
          "A longer sentence that goes on about nothing in particular, so that padding matters in the batch."]
@@ -34,6 +34,14 @@ def _reference(scores, scale, allowed, rel_pos):
     return probs, torch.stack(cols, -1).reshape(g * bq, -1)
 
 
+def _check_kernel_stats(stats, stats_ref, probs_ref):
+    """The kernel's (G*bq, 8) statistics against the reference's; counts and argmax against probs_ref."""
+    names = native.KERNEL_STATS
+    got = {n: stats[:, i] for i, n in enumerate(names)}
+    ref = {n: stats_ref[:, i] for i, n in enumerate(names)}
+    assert_stats_close(got, ref, probs_ref.reshape(stats.shape[0], -1), ref["allowed_keys"], atol=2e-5, rtol=1e-5)
+
+
 def _random_case(g=3, bq=17, nk=40, seed=0):
     gen = torch.Generator().manual_seed(seed)
     scores = torch.randn(g, bq, nk, generator=gen) * 30  # wide range: weights from ~1 down to underflow
@@ -53,7 +61,7 @@ def test_kernel_matches_softmax_and_row_statistics(kernel_fn):
     offsets = torch.arange(g, dtype=torch.int64) * bq * nk
     native.native_softmax_row_stats(kernel_fn, x, 0.25, mask.view(torch.uint8), offsets, nk, None, rel_pos, stats)
     torch.testing.assert_close(x, probs_ref, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(stats, stats_ref, atol=2e-5, rtol=1e-5)
+    _check_kernel_stats(stats, stats_ref, probs_ref)
     assert stats[3].abs().max() == 0 and x[0, 3].abs().max() == 0  # no allowed key: zeros
     assert stats[bq:2 * bq, 5].abs().max() == 0
 
@@ -74,17 +82,18 @@ def test_kernel_shared_key_mask_causal_limit_and_threads(kernel_fn):
         native.native_softmax_row_stats(kernel_fn, x, 1.0, key_mask.view(torch.uint8), offsets, 0, key_end, rel_pos,
                                         stats, threads=threads)
         torch.testing.assert_close(x, probs_ref, atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(stats, stats_ref, atol=2e-5, rtol=1e-5)
+        _check_kernel_stats(stats, stats_ref, probs_ref)
 
 
 def test_without_kernel_statistics_take_the_general_path(minilm, monkeypatch):
     general = capture(minilm, TEXTS[0], mode="stats")
+    maps = capture(minilm, TEXTS[0], mode="full", method="eager", full_dtype=torch.float32)
     monkeypatch.setenv("ATTNSCOPE_NATIVE", "0")
     native.kernel.cache_clear()
     try:
         assert native.kernel() is None
         monkeypatch.setattr(fused, "stats_attention", lambda *a, **k: pytest.fail("fused path taken"))
-        assert_trace_close(capture(minilm, TEXTS[0], mode="stats"), general, atol=5e-5, rtol=1e-5)
+        assert_traces_close(capture(minilm, TEXTS[0], mode="stats"), general, atol=5e-5, rtol=1e-5, probs=maps)
     finally:
         monkeypatch.delenv("ATTNSCOPE_NATIVE")
         native.kernel.cache_clear()
@@ -101,7 +110,8 @@ def test_build_is_cached_and_atomic(tmp_path):
 
 
 def _sdpa_and_stats(query, key, value, mask, causal, names, key_offset=0, qpos0=0):
-    """Reference: SDPA's output and row_statistics of the eager probabilities."""
+    """Reference: SDPA's output, row_statistics of the eager probabilities, those probabilities and the
+    allowed-key counts."""
     B, H, nq, d = query.shape
     groups = H // key.shape[1]
     k, v = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
@@ -113,7 +123,7 @@ def _sdpa_and_stats(query, key, value, mask, causal, names, key_offset=0, qpos0=
     probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)
     out = (probs @ v).transpose(1, 2)  # (B, Nq, H, Dv)
     st = row_statistics(probs, allowed, torch.arange(nq) + qpos0, key_offset, names)
-    return out, st
+    return out, st, probs, allowed.expand(B, H, nq, nk).sum(-1)
 
 
 @pytest.mark.parametrize("budget", [1 << 20, 300])  # whole maps of several pairs / query rows of one pair
@@ -126,10 +136,10 @@ def test_stats_attention_equals_sdpa_and_statistics(kernel_fn, budget):
     mask = pad[:, None, None, :].expand(B, 1, n, n)  # padding mask as transformers expands it (row stride 0)
     for m, causal in ((mask, False), (None, True), (mask & torch.ones(n, n, dtype=torch.bool).tril(), False)):
         out, st = fused.stats_attention(q, k, v, m, d ** -0.5, causal, 0, 0, ROW_STATS, Scratch(), budget=budget)
-        out_ref, st_ref = _sdpa_and_stats(q, k, v, m, causal, ROW_STATS)
+        out_ref, st_ref, probs, n_allowed = _sdpa_and_stats(q, k, v, m, causal, ROW_STATS)
         torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
-        for name in ROW_STATS:
-            torch.testing.assert_close(st[name].to(st_ref[name].dtype), st_ref[name], atol=5e-5, rtol=1e-5, msg=name)
+        assert list(st) == list(ROW_STATS)
+        assert_stats_close(st, st_ref, probs, n_allowed, atol=5e-5, rtol=1e-5)
 
 
 def test_stats_attention_key_offset_and_query_offset(kernel_fn):
@@ -137,7 +147,7 @@ def test_stats_attention_key_offset_and_query_offset(kernel_fn):
     gen = torch.Generator().manual_seed(4)
     q, k, v = torch.randn(1, 2, 1, 8, generator=gen), torch.randn(1, 2, 5, 8, generator=gen), torch.randn(1, 2, 5, 8, generator=gen)
     out, st = fused.stats_attention(q, k, v, None, 8 ** -0.5, False, 30, 26, STREAMING_STATS, Scratch())
-    out_ref, st_ref = _sdpa_and_stats(q, k, v, None, False, STREAMING_STATS, key_offset=26, qpos0=30)
+    out_ref, st_ref, _, _ = _sdpa_and_stats(q, k, v, None, False, STREAMING_STATS, key_offset=26, qpos0=30)
     torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
     assert st["first_token_mass"].abs().max() == 0  # key column 0 is position 26, not 0
     torch.testing.assert_close(st["mean_distance"], st_ref["mean_distance"], atol=1e-5, rtol=1e-5)
@@ -155,10 +165,11 @@ def test_stats_only_capture_fused_equals_unfused_and_eager(tiny, monkeypatch, fa
     kw = {"target": "A small target sentence."} if lm.kind == "seq2seq" else {}
     fast = capture(lm, TEXTS[0], mode="stats", statistics="all", **kw)
     eager = capture(lm, TEXTS[0], mode="stats", statistics="all", method="eager", **kw)
-    assert_trace_close(fast, eager, atol=5e-5, rtol=1e-5)
+    maps = capture(lm, TEXTS[0], mode="full", method="eager", full_dtype=torch.float32, **kw)
+    assert_traces_close(fast, eager, atol=5e-5, rtol=1e-5, probs=maps)
     _unfused(monkeypatch)
     general = capture(lm, TEXTS[0], mode="stats", statistics="all", **kw)
-    assert_trace_close(fast, general, atol=5e-5, rtol=1e-5)
+    assert_traces_close(fast, general, atol=5e-5, rtol=1e-5, probs=maps)
 
 
 def test_fused_path_is_taken_and_output_matches_sdpa(minilm, monkeypatch):
@@ -194,8 +205,9 @@ def test_fused_path_is_taken_and_output_matches_sdpa(minilm, monkeypatch):
     _unfused(monkeypatch)
     general = capture_batch(minilm, TEXTS, mode="stats")
     assert len(calls) == 12
-    for a, b in zip(traces, general):
-        assert_trace_close(a, b, atol=5e-5, rtol=1e-5)
+    for text, a, b in zip(TEXTS, traces, general):
+        maps = capture(minilm, text, mode="full", method="eager", full_dtype=torch.float32)
+        assert_traces_close(a, b, atol=5e-5, rtol=1e-5, probs=maps)
 
 
 def test_partial_heads_and_gradients_take_the_general_path(minilm, monkeypatch):
@@ -216,9 +228,9 @@ def test_generation_statistics_equal_those_of_the_full_maps(tiny, family):
     assert stats.token_ids == full.token_ids
     for s in full.trace.streams:
         got, want = stats.trace.row_stats(s), full.trace.row_stats(s)
-        for name in ROW_STATS:
-            torch.testing.assert_close(got[name].to(want[name].dtype), want[name], atol=5e-5, rtol=1e-5,
-                                       msg=f"{s} {name}")
+        assert list(got) == list(ROW_STATS)
+        assert_stats_close(got, want, full.trace.weights(s), want["allowed_keys"], atol=5e-5, rtol=1e-5,
+                           msg=f"{s}: ")
 
 
 def test_kernel_wrapper_rejects_what_the_c_code_would_misread(kernel_fn):

@@ -7,7 +7,7 @@ import torch
 from attnscope.capture import capture
 from attnscope.capture.generation import generate
 from attnscope.models import load_model
-from attnscope.testing import assert_trace_close
+from _helpers import assert_traces_close
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,12 @@ def test_smollm2_fast_equals_eager_and_generates(smollm2):
     eager = capture(smollm2, text, layers=[0, 15, 29], mode=["full", "stats"], full_dtype=torch.float32,
                     method="eager")
     assert fast.weights().shape[1] == 9  # query heads; 3 key/value heads expanded correctly
-    assert_trace_close(fast, eager, atol=1e-5)
+    assert_traces_close(fast, eager, atol=1e-5)
     stats_only = capture(smollm2, text, mode="stats", statistics="all")  # fused path: GQA, causal key limits
     eager_all = capture(smollm2, text, mode="stats", statistics="all", method="eager")
-    assert_trace_close(stats_only, eager_all, atol=5e-5, rtol=1e-5)
+    eager_maps = capture(smollm2, text, mode="full", full_dtype=torch.float32, method="eager")
+    # counts against the eager maps: a weight within rounding of a threshold may round either way
+    assert_traces_close(stats_only, eager_all, atol=5e-5, rtol=1e-5, probs=eager_maps)
     r = generate(smollm2, "What is the capital of France?", chat=True, max_new_tokens=8, layers=[0, 29],
                  mode="stats")
     assert "Paris" in r.text
@@ -42,8 +44,8 @@ def test_whisper_tiny_en_three_streams():
     eager = capture(lm, audio=audio, target=" Hello world.", full_dtype=torch.float32, method="eager")
     assert fast.streams == ["encoder_self", "decoder_self", "cross"]
     assert fast.weights("cross").shape[-1] == 1500 and fast.weights("encoder_self").shape[1] == 6
-    assert_trace_close(fast, eager, atol=1e-5)
+    assert_traces_close(fast, eager, atol=1e-5)
     stats_only = capture(lm, audio=audio, target=" Hello world.", mode="stats")  # fused path, three streams
     eager_stats = capture(lm, audio=audio, target=" Hello world.", mode="stats", method="eager")
-    # rtol 1e-3: over 1,500 keys one weight within rounding of the 0.01 threshold moves sparsity by 1/1500
-    assert_trace_close(stats_only, eager_stats, atol=5e-5, rtol=1e-3)
+    # counts against the eager maps: a weight within rounding of a threshold may round either way
+    assert_traces_close(stats_only, eager_stats, atol=5e-5, rtol=1e-5, probs=eager)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from _helpers import assert_stats_close
 from attnscope.errors import UnknownNameError
 from attnscope.statistics import (ROW_STATS, STREAMING_STATS, check_stat_names, row_statistics,
                                   row_statistics_from_scores)
@@ -29,8 +30,8 @@ def test_scores_path_equals_probability_path(key_offset):
     ref = row_statistics(probs, allowed, qpos, key_offset)
     got = row_statistics_from_scores(scores.masked_fill(~allowed, NEG), allowed, qpos, key_offset, "all")
     assert list(got) == list(ROW_STATS)
-    for k in ROW_STATS:
-        torch.testing.assert_close(got[k].float(), ref[k].float(), atol=2e-6, rtol=1e-5, msg=k)
+    n_allowed = allowed.expand(probs.shape).sum(-1)
+    assert_stats_close(got, ref, probs, n_allowed, atol=2e-6, rtol=1e-5, key_offset=key_offset)
     assert got["entropy"][1, :, 2].eq(0).all() and got["allowed_keys"][1, :, 2].eq(0).all()  # fully masked row
 
 
@@ -76,3 +77,18 @@ def test_statistics_own_their_memory():
                row_statistics_from_scores(scores.masked_fill(~allowed, NEG), allowed, torch.arange(7), names="all")):
         for k, v in st.items():
             assert v.untyped_storage().nbytes() == v.numel() * v.element_size(), k
+
+
+def test_count_check_tolerates_only_rounding_at_a_threshold():
+    """The tests' count check: a weight within rounding of 0.1 may count either way, a clear one may not."""
+    from _helpers import assert_count_within_rounding
+
+    probs = torch.tensor([[0.1 + 3e-8, 0.5, 0.4 - 3e-8, 0.0]])  # (1, 4): key 3 masked
+    n_allowed = torch.tensor([3])
+    for count in (2.0, 3.0):
+        assert_count_within_rounding("effective_positions", torch.tensor([count]), probs, n_allowed)
+    with pytest.raises(AssertionError, match="outside"):
+        assert_count_within_rounding("effective_positions", torch.tensor([1.0]), probs, n_allowed)
+    assert_count_within_rounding("sparsity", torch.tensor([0.0]), probs, n_allowed)  # the masked key is not counted
+    with pytest.raises(AssertionError, match="outside"):
+        assert_count_within_rounding("sparsity", torch.tensor([1 / 3]), probs, n_allowed)
