@@ -78,7 +78,7 @@ def test_save_figure_formats_and_errors(tmp_path):
 def test_layer_head_grid_and_layer_means_structure():
     t = encoder_trace(layers=3, heads=4)
     fig = rd.layer_head_grid(t)
-    assert len(fig.axes) == 12
+    assert len(fig.axes) == 12 + 1  # panels + colour bar
     assert fig.axes[0].get_title() == "H0" and fig.axes[0].get_ylabel() == "L0"
     plt.close(fig)
     fig = rd.layer_means(t)
@@ -248,3 +248,71 @@ def test_projection_labels_do_not_overlap_when_there_is_room():
     assert overlaps <= naive_overlaps / 3, (overlaps, naive_overlaps)  # 60 heads crowd one spot here
     plt.close(naive)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ figure hygiene (axes, colour bars, state)
+def _figure_functions():
+    t, c = encoder_trace(layers=2, heads=2), causal_trace(layers=2, heads=2)
+    return {"head_heatmap": lambda: rd.head_heatmap(t, 0, 0), "grid": lambda: rd.layer_head_grid(t),
+            "layer_means": lambda: rd.layer_means(c), "cross": lambda: rd.cross_alignment(seq2seq_trace()),
+            "bars": lambda: rd.query_bars(t, 1), "dashboard": lambda: rd.plot(run_analysis("head_stats", t)),
+            "rollout": lambda: rd.plot(run_analysis("rollout", c)),
+            "flow": lambda: rd.plot(run_analysis("flow", c, outputs=[3])),
+            "distance": lambda: rd.plot(run_analysis("distance_profile", c)),
+            "memory": lambda: rd.plot(run_analysis("memory_estimate", c))}
+
+
+def test_returned_figures_are_not_registered_with_pyplot():
+    """A notebook shows a returned figure once: pyplot must not also hold it (and show it again)."""
+    plt.close("all")
+    for name, make in _figure_functions().items():
+        fig = make()
+        assert plt.get_fignums() == [], name
+        fig.canvas.draw()  # an Agg canvas is attached: the figure renders without pyplot
+        assert fig.canvas.get_renderer() is not None
+
+
+def test_grid_and_layer_means_have_query_key_titles_and_colour_bar():
+    t = encoder_trace(layers=3, heads=4)
+    fig = rd.layer_head_grid(t)
+    assert "key" in fig.get_supxlabel() and "query" in fig.get_supylabel()
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and "attention weight" in bars[0].get_ylabel()
+    assert len(fig.axes) == 12 + 1
+    fig = rd.layer_means(causal_trace(layers=5, heads=2), cols=3)  # 2 rows × 3 columns, one panel empty
+    panels = [a for a in fig.axes if a.get_images()]
+    assert len(panels) == 5 and any(a.get_label() == "<colorbar>" for a in fig.axes)
+    assert [a.get_ylabel() for a in panels] == ["query", "", "", "query", ""]
+    # the key axis is titled on the lowest panel of each column (panel 2's column has no panel below it)
+    assert [a.get_xlabel() for a in panels] == ["", "", "key", "key", "key"]
+
+
+def test_svg_keeps_text_as_text(tmp_path):
+    fig = rd.query_bars(encoder_trace(), 2)
+    (path,) = rd.save_figure(fig, tmp_path / "bars", formats=("svg",))
+    svg = path.read_text(encoding="utf-8")
+    assert "<text" in svg and "cat</text>" in svg  # a token label, as text (not glyph paths)
+
+
+def test_single_output_flow_is_drawn_as_bars():
+    c = causal_trace(layers=2, heads=2)
+    r = run_analysis("flow", c, outputs=[9])
+    fig = rd.plot(r)
+    ax = fig.axes[0]
+    assert not ax.get_images() and len(ax.patches) == 10
+    assert [round(p.get_height(), 6) for p in ax.patches] == [round(float(v), 6) for v in r.values[-1, 0]]
+    assert ax.get_xlabel() == "input token"
+    fig = rd.plot(run_analysis("flow", c, outputs=[8, 9]))  # two rows stay a heatmap
+    assert fig.axes[0].get_images()
+
+
+def test_distance_profile_leaves_out_thin_distances():
+    c = causal_trace(layers=1, heads=2)  # 10 tokens: distance d is averaged over 10 - d queries
+    r = run_analysis("distance_profile", c)
+    assert r.meta["counts"].tolist() == [10 - d for d in range(10)]
+    fig = rd.plot(r)
+    ax = fig.axes[0]
+    (line,) = ax.get_lines()
+    least = r.meta["min_queries"]
+    assert line.get_xdata().tolist() == [d for d in range(10) if 10 - d >= least]
+    assert f"fewer than {least} queries" in ax.get_xlabel()

@@ -9,6 +9,9 @@ from .registry import register_analysis
 from .results import Curves
 
 
+MIN_QUERIES = 3  # figures draw a distance only when at least this many queries were averaged there
+
+
 @register_analysis("distance_profile", result="Curves", square=True, tags=("causal",))
 def distance_profile(trace, stream: str | None = None, max_distance: int = 32) -> Curves:
     """Mean attention weight at each distance d = query − key (0..max_distance), one curve per layer (heads averaged).
@@ -17,6 +20,9 @@ def distance_profile(trace, stream: str | None = None, max_distance: int = 32) -
     that have a key at that distance. Distance profiles of heads follow Vig & Belinkov 2019,
     "Analyzing the Structure of Attention in a Transformer Language Model" (BlackboxNLP) and
     Clark et al. 2019; for encoders both directions are pooled (|query − key|).
+
+    ``meta["counts"]``: the number of queries averaged at each distance (n − d for a causal map);
+    figures leave out distances with fewer than ``meta["min_queries"]`` of them.
     """
     s = require_square(trace, stream, "distance_profile")
     _, w = maps(trace, s)  # (L, H, N, N)
@@ -28,6 +34,9 @@ def distance_profile(trace, stream: str | None = None, max_distance: int = 32) -
     dmax = int(min(max_distance, n - 1))
     x = np.arange(dmax + 1)
     fused = w.mean(1)  # (L, N, N)
+    # queries averaged at each distance: a causal map has n - d of them, so the longest distances rest on
+    # one or two queries (figures leave out distances with fewer than MIN_QUERIES)
+    counts = np.array([int((dist == d).any(-1).sum()) for d in x])  # (D,)
     series, spread = {}, {}
     for li, layer in enumerate(trace.layers[s]):
         vals = []
@@ -38,4 +47,5 @@ def distance_profile(trace, stream: str | None = None, max_distance: int = 32) -
             vals.append(per_q.mean() if per_q.size else 0.0)
         series[f"layer {layer}"] = np.array(vals)
     return Curves(x.astype(float), series, "distance_profile", "distance (query − key, tokens)" if causal else "distance |query − key| (tokens)",
-                  "mean attention weight", spread, meta={"stream": s, "causal": causal})
+                  "mean attention weight", spread, meta={"stream": s, "causal": causal, "counts": counts,
+                        "min_queries": MIN_QUERIES})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.ticker import MaxNLocator
@@ -16,7 +16,8 @@ from matplotlib.ticker import MaxNLocator
 from ..analysis import results as R
 from ..analysis._common import token_labels
 from ..errors import InputError
-from .style import (ANNOTATE_MAX, DIVERGING_CMAP, SCORE_CMAP, SEQUENTIAL_CMAP, set_token_ticks, styled)
+from .style import (ANNOTATE_MAX, DIVERGING_CMAP, SCORE_CMAP, SEQUENTIAL_CMAP, constant_ylim, set_token_ticks, styled,
+                    subplots)
 
 
 def _square_size(nq: int, nk: int, base: float = 6.0) -> tuple[float, float]:
@@ -34,7 +35,7 @@ def _heat(ax, m: np.ndarray, qlabels: Sequence[str], klabels: Sequence[str], cma
           vmin: float | None = 0.0, vmax: float | None = None, annotate: bool | None = None,
           xlabel: str = "key", ylabel: str = "query", allowed: np.ndarray | None = None):
     """Heatmap of ``m`` (query × key); cells outside ``allowed`` (the causal mask) are drawn grey, not annotated."""
-    cm = plt.get_cmap(cmap).with_extremes(bad=MASKED_COLOUR)
+    cm = matplotlib.colormaps.get_cmap(cmap).with_extremes(bad=MASKED_COLOUR)
     shown = np.ma.masked_array(m, mask=~allowed) if allowed is not None else m
     if cmap == SEQUENTIAL_CMAP and max(m.shape) > LONG_INPUT and (vmin or 0) >= 0:
         # long inputs spread weight thinly: a square-root scale keeps the small weights visible
@@ -81,7 +82,7 @@ def head_heatmap(trace, layer: int = 0, head: int = 0, stream: str | None = None
     s = trace.resolve_stream(stream)
     m = trace.head(layer, head, s).numpy()
     ql, kl = _labels(trace, s, "query"), _labels(trace, s, "key")
-    fig, ax = plt.subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
+    fig, ax = subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
     ok = _allowed(trace, s)
     im = _heat(ax, m, ql, kl, annotate=annotate, vmax=1.0 if m.max() > 0.5 else None, allowed=ok)
     fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, "attention weight", max(m.shape)))
@@ -98,20 +99,24 @@ def layer_head_grid(trace, stream: str | None = None, max_layers: int = 32, max_
     nl, nh = len(layers), len(heads)
     cell = (1.15 if nh <= 12 else 0.9) * (0.8 if nl > 16 else 1.0)
     ok = _allowed(trace, s)
-    cm = plt.get_cmap(SEQUENTIAL_CMAP).with_extremes(bad=MASKED_COLOUR)
-    fig, axes = plt.subplots(nl, nh, figsize=(cell * nh + 1.0, cell * nl + 0.8), squeeze=False,
+    cm = matplotlib.colormaps.get_cmap(SEQUENTIAL_CMAP).with_extremes(bad=MASKED_COLOUR)
+    fig, axes = subplots(nl, nh, figsize=(cell * nh + 1.0, cell * nl + 0.8), squeeze=False,
                              layout="constrained")
     for li in range(nl):
         for hi in range(nh):
             ax = axes[li, hi]
             shown = w[li, hi] if ok is None else np.ma.masked_array(w[li, hi], mask=~ok)
-            ax.imshow(shown, cmap=cm, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+            im = ax.imshow(shown, cmap=cm, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if li == 0:
                 ax.set_title(f"H{heads[hi]}", fontsize=8)
             if hi == 0:
                 ax.set_ylabel(f"L{layers[li]}", fontsize=8, rotation=0, ha="right", va="center")
+    # each small panel is one head's map: query rows (top = first token) × key columns (left = first token)
+    fig.supxlabel("key → (columns of every panel)", fontsize=8)
+    fig.supylabel("query ↓ (rows of every panel)", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=min(0.8, 0.25 + 0.1 * nl), label=_weight_label(ok, "attention weight"))
     cut = "" if (len(trace.layers[s]), len(trace.heads[s])) == (nl, nh) else \
         f" (first {nl} of {len(trace.layers[s])} layers, {nh} of {len(trace.heads[s])} heads)"
     fig.suptitle(f"{trace.model_id or 'attention'} — {s}: layer × head{cut}", fontsize=10)
@@ -131,7 +136,7 @@ def layer_means(trace, stream: str | None = None, cols: int | None = None):
     rows = math.ceil(nl / cols)
     ql, kl = _labels(trace, s, "query"), _labels(trace, s, "key")
     side = 3.4 if len(kl) <= 64 else 4.2
-    fig, axes = plt.subplots(rows, cols, figsize=(side * cols + 1, side * rows + 0.6), squeeze=False,
+    fig, axes = subplots(rows, cols, figsize=(side * cols + 1, side * rows + 0.6), squeeze=False,
                              layout="constrained")
     ok = _allowed(trace, s)
     im = None
@@ -139,7 +144,9 @@ def layer_means(trace, stream: str | None = None, cols: int | None = None):
         if k >= nl:
             ax.axis("off")
             continue
-        im = _heat(ax, w[k], ql, kl, annotate=False, vmax=1.0, xlabel="", ylabel="", allowed=ok)
+        bottom = k + cols >= nl  # the last panel of its column: the key axis is titled there
+        im = _heat(ax, w[k], ql, kl, annotate=False, vmax=1.0, xlabel="key" if bottom else "",
+                   ylabel="query" if k % cols == 0 else "", allowed=ok)
         ax.set_title(f"layer {trace.layers[s][k]}")
     fig.colorbar(im, ax=axes, shrink=0.6, label=_weight_label(ok, "mean weight over heads", max(w.shape[1:])))
     fig.suptitle(f"{trace.model_id or 'attention'} — {s}: mean over heads, by layer", fontsize=10)
@@ -155,7 +162,7 @@ def cross_alignment(trace, layer: int = -1, head: int | None = None, annotate: b
     sub = trace.sel(layer=layer, head=head, stream="cross")
     m = sub.weights("cross").numpy().mean(1)[0]  # (Nt, Ns)
     ql, kl = _labels(trace, "cross", "query"), _labels(trace, "cross", "key")
-    fig, ax = plt.subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
+    fig, ax = subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
     im = _heat(ax, m, ql, kl, annotate=annotate, xlabel="source", ylabel="target")
     fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(None, "cross-attention weight", max(m.shape)))
     which = f"head {head}" if head is not None else "mean over heads"
@@ -172,7 +179,7 @@ def query_bars(trace, query: int, layer: int = -1, head: int | None = None, stre
         raise InputError(f"query {query} is outside the {len(ql)} query tokens")
     sub = trace.sel(layer=layer, head=head, stream=s)
     v = sub.weights(s).numpy().mean(1)[0, query]  # (Nk,)
-    fig, ax = plt.subplots(figsize=(min(3 + 0.25 * len(kl), 14), 3.6), layout="constrained")
+    fig, ax = subplots(figsize=(min(3 + 0.25 * len(kl), 14), 3.6), layout="constrained")
     ax.bar(np.arange(len(kl)), v, color="#2b6ca3", width=0.8)
     ax.set_xlim(-0.6, len(kl) - 0.4)
     set_token_ticks(ax, "x", kl)
@@ -186,7 +193,7 @@ def query_bars(trace, query: int, layer: int = -1, head: int | None = None, stre
 def stats_dashboard(scores: R.HeadScores, metric: str = "entropy"):
     """Statistics dashboard for one metric: by layer with spread, histogram, box by head, layer × head heatmap."""
     v = scores[metric]  # (L, H)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")
+    fig, axes = subplots(2, 2, figsize=(11, 8), layout="constrained")
     x = np.array(scores.layers)
     ax = axes[0, 0]
     ax.plot(x, v.mean(1), marker="o", color="#1f4e79", label="mean over heads")
@@ -227,7 +234,7 @@ def head_scores_heatmap(scores: R.HeadScores, metric: str | None = None, annotat
     metric = metric or scores.metrics[0]
     v = scores[metric]
     nl, nh = v.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * nh + 2.2), max(3.0, 0.4 * nl + 1.5)), layout="constrained")
+    fig, ax = subplots(figsize=(max(4.0, 0.55 * nh + 2.2), max(3.0, 0.4 * nl + 1.5)), layout="constrained")
     im = ax.imshow(v, cmap=SCORE_CMAP, aspect="auto", interpolation="nearest")
     set_token_ticks(ax, "x", [str(h) for h in scores.heads], rotate=False)
     set_token_ticks(ax, "y", [str(l) for l in scores.layers])
@@ -250,11 +257,23 @@ def token_map(result: R.TokenMaps, layer_index: int = -1, annotate: bool | None 
     """A token × token relevance map (rollout, flow): rows are outputs, columns the input tokens."""
     m = result.values[layer_index]
     ok = _token_map_allowed(result, m.shape)
-    fig, ax = plt.subplots(figsize=_square_size(len(result.query_tokens), len(result.key_tokens)), layout="constrained")
+    extra = ", ".join(f"{k}={v}" for k, v in result.meta.items() if k in ("head_fusion", "discard_ratio", "residual"))
+    if m.shape[0] == 1:  # one output (flow for one token): bars, not a stretched one-row heatmap
+        kl = list(result.key_tokens)
+        v = np.where(ok[0], m[0], 0.0) if ok is not None else m[0]  # (Nk,)
+        fig, ax = subplots(figsize=(min(3 + 0.25 * len(kl), 14), 3.6), layout="constrained")
+        ax.bar(np.arange(len(kl)), v, color="#2b6ca3", width=0.8)
+        ax.set_xlim(-0.6, len(kl) - 0.4)
+        set_token_ticks(ax, "x", kl)
+        ax.set_xlabel("input token")
+        ax.set_ylabel(result.name)
+        ax.set_title(f"{result.name} to output {result.query_tokens[0]!r} through layer "
+                     f"{result.layers[layer_index]} ({extra})")
+        return fig
+    fig, ax = subplots(figsize=_square_size(len(result.query_tokens), len(result.key_tokens)), layout="constrained")
     im = _heat(ax, m, result.query_tokens, result.key_tokens, annotate=annotate, xlabel="input token",
                ylabel="output position", allowed=ok)
     fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, result.name, max(m.shape)))
-    extra = ", ".join(f"{k}={v}" for k, v in result.meta.items() if k in ("head_fusion", "discard_ratio", "residual"))
     ax.set_title(f"{result.name} through layer {result.layers[layer_index]} ({extra})")
     return fig
 
@@ -278,7 +297,7 @@ def rollout_figure(result: R.TokenMaps, query: int | None = None, annotate: bool
         query = len(result.query_tokens) - 1 if result.meta.get("causal") else 0
     n = len(result.key_tokens)
     w, h = _square_size(len(result.query_tokens), n)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(w + 4, h), width_ratios=[3, 1.3], layout="constrained")
+    fig, (ax, bx) = subplots(1, 2, figsize=(w + 4, h), width_ratios=[3, 1.3], layout="constrained")
     ok = _token_map_allowed(result, m.shape)
     im = _heat(ax, m, result.query_tokens, result.key_tokens, annotate=annotate, xlabel="input token",
                ylabel="output position", allowed=ok)
@@ -295,18 +314,26 @@ def rollout_figure(result: R.TokenMaps, query: int | None = None, annotate: bool
 @styled
 def curves_figure(c: R.Curves, max_series: int = 12):
     """Curves (distance profile, per-position variance, per-layer summaries)."""
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    fig, ax = subplots(figsize=(8, 4.5), layout="constrained")
     names = list(c.series)
     if len(names) > max_series:  # keep the first, last and evenly spaced ones; say so
         keep = sorted(set(np.linspace(0, len(names) - 1, max_series).round().astype(int)))
         names = [names[k] for k in keep]
-    cmap = plt.get_cmap("viridis", max(len(names), 2))
+    cmap = matplotlib.colormaps["viridis"].resampled(max(len(names), 2))
+    keep = np.ones(len(c.x), bool)
+    xlabel = c.xlabel
+    if "counts" in c.meta and "min_queries" in c.meta:  # points that average too few samples are left out
+        counts, least = np.asarray(c.meta["counts"]), int(c.meta["min_queries"])
+        keep = counts >= least
+        if not keep.all():
+            xlabel += f"\n{int((~keep).sum())} point(s) not drawn: averaged over fewer than {least} queries"
     for k, name in enumerate(names):
         y = c.series[name]
-        ax.plot(c.x, y, marker="o" if len(c.x) <= 40 else None, ms=3, color=cmap(k), label=name)
+        ax.plot(c.x[keep], y[keep], marker="o" if len(c.x) <= 40 else None, ms=3, color=cmap(k), label=name)
         if name in c.spread:
-            ax.fill_between(c.x, y - c.spread[name], y + c.spread[name], alpha=0.2, color=cmap(k))
-    ax.set_xlabel(c.xlabel)
+            ax.fill_between(c.x[keep], (y - c.spread[name])[keep], (y + c.spread[name])[keep], alpha=0.2,
+                            color=cmap(k))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(c.ylabel)
     title = c.name + (f" ({len(names)} of {len(c.series)} curves)" if len(names) < len(c.series) else "")
     ax.set_title(title)
@@ -320,7 +347,7 @@ def curves_figure(c: R.Curves, max_series: int = 12):
 @styled
 def similarity_figure(sim: R.HeadSimilarity, layer_index: int = -1):
     """Head diversity by layer and the head × head similarity of one layer."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    fig, (ax, bx) = subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     ax.plot(sim.layers, sim.diversity, marker="o", color="#1f4e79")
     ax.set_xlabel("layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -338,7 +365,7 @@ def similarity_figure(sim: R.HeadSimilarity, layer_index: int = -1):
 @styled
 def projection_figure(p: R.Projection, annotate: bool = True):
     """Scatter of heads (t-SNE / UMAP / PCA), coloured by layer, each point labelled L{layer}H{head}."""
-    fig, ax = plt.subplots(figsize=(9, 7), layout="constrained")
+    fig, ax = subplots(figsize=(9, 7), layout="constrained")
     markers = "osD^v<>ph*"
     for t in sorted(set(p.traces.tolist())):
         m = p.traces == t
@@ -411,7 +438,7 @@ def graph_figure(g: R.GraphResult, layout: str = "spring", seed: int = 0, score:
 
     graph = g.graph
     n = graph.number_of_nodes()
-    fig, ax = plt.subplots(figsize=(10, 7.5), layout="constrained")
+    fig, ax = subplots(figsize=(10, 7.5), layout="constrained")
     if layout == "circular" or n > 60:
         pos = nx.circular_layout(graph)
     else:
@@ -426,7 +453,7 @@ def graph_figure(g: R.GraphResult, layout: str = "spring", seed: int = 0, score:
                            edgecolors="#1f4e79", linewidths=0.8)
     labels = {i: g.centrality.tokens[i] for i in graph.nodes}
     nx.draw_networkx_labels(graph, pos, labels, ax=ax, font_size=8 if n <= 40 else 6,
-                            font_family=plt.rcParams["font.family"],  # a light box keeps labels legible over edges
+                            font_family=matplotlib.rcParams["font.family"],  # a light box keeps labels legible over edges
                             bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
     ax.set_title(f"attention graph — layer {g.meta.get('layer')}, weight > {g.meta.get('threshold')}, "
                  f"{graph.number_of_edges()} edges (node size: {score})")
@@ -439,7 +466,7 @@ def memory_figure(m: R.MemoryEstimate):
     """Memory to keep every attention map vs the fast path's working set (log scale)."""
     items = {"all maps kept\n(" + m.dtype + ")": m.full_maps, "eager, one layer\n(float32)": m.one_layer_eager,
              f"fast path block\n({m.block} rows)": m.fast_path_working, "row statistics\n(mode='stats')": m.stats_output}
-    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    fig, ax = subplots(figsize=(8, 4), layout="constrained")
     vals = np.array(list(items.values()), float)
     ax.barh(list(items), vals, color=["#9e2a2b", "#d17a22", "#2b6ca3", "#3f7d20"])
     ax.set_xscale("log")
@@ -460,7 +487,7 @@ def comparison_figure(c: R.TraceComparison):
     li, hi = np.unravel_index(int(jsd.argmax()), jsd.shape)
     d = c.difference[li, hi]
     w, h = _square_size(*d.shape)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(w + 5, max(h, 4.5)), width_ratios=[1, 2], layout="constrained")
+    fig, (ax, bx) = subplots(1, 2, figsize=(w + 5, max(h, 4.5)), width_ratios=[1, 2], layout="constrained")
     im = ax.imshow(jsd, cmap=SCORE_CMAP, aspect="auto", vmin=0)
     set_token_ticks(ax, "x", [str(x) for x in c.heads], rotate=False)
     set_token_ticks(ax, "y", [str(x) for x in c.layers])
@@ -506,7 +533,7 @@ def token_scores_figure(t: R.TokenScores, score: str | None = None):
     """Bars of one score per token."""
     score = score or next(iter(t.scores))
     v = t.scores[score]
-    fig, ax = plt.subplots(figsize=(min(3 + 0.25 * len(v), 14), 3.6), layout="constrained")
+    fig, ax = subplots(figsize=(min(3 + 0.25 * len(v), 14), 3.6), layout="constrained")
     ax.bar(np.arange(len(v)), v, color="#2b6ca3")
     ax.set_xlim(-0.6, len(v) - 0.4)
     set_token_ticks(ax, "x", t.tokens)

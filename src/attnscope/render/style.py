@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import matplotlib
+import numpy as np
 
 if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
     matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, Locator, NullLocator  # noqa: E402
 
 from ..errors import InputError, UnknownNameError  # noqa: E402
@@ -58,7 +61,7 @@ def rc() -> dict:
         "axes.titlesize": 10,
         "figure.dpi": 100,
         "savefig.dpi": 150,
-        "svg.fonttype": "path",  # glyphs as paths: the SVG shows the same text without the font installed
+        "svg.fonttype": "none",  # text stays text in SVG (searchable, selectable, editable); the font is named
         "pdf.fonttype": 42,
         "axes.unicode_minus": False,
         "image.cmap": SEQUENTIAL_CMAP,
@@ -80,6 +83,43 @@ def styled(fn: Callable) -> Callable:
             return fn(*a, **k)
 
     return wrapper
+
+
+def new_figure(**kwargs) -> Figure:
+    """A Figure that pyplot does not know about (Agg canvas attached).
+
+    Figures returned by attnscope are not registered with pyplot's figure manager, so a notebook shows
+    a returned figure once (as the cell's value) instead of twice (once more when pyplot shows every
+    open figure at the end of the cell), and nothing accumulates in pyplot's state. Show one in a
+    notebook by returning or ``display``-ing it; in a script, save it (:func:`save_figure`).
+    """
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, layout=None, **kwargs):
+    """Like ``plt.subplots`` (``squeeze``, ``sharex``, ``width_ratios``, ``gridspec_kw``…) but the figure
+    is not registered with pyplot (see :func:`new_figure`); returns ``(fig, axes)``."""
+    fig = new_figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def constant_ylim(ax, values, rate: bool = False) -> None:
+    """Give a panel of constant data a readable y-range instead of matplotlib's ±4 % around the value
+    (an all-zero rate got -0.04..0.04): rates (``rate=True``) get 0..1; other constants value ± 1
+    (0..1 for a constant 0). Does nothing when the values vary."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.max() != v.min():
+        return
+    c = float(v[0])
+    if rate and 0.0 <= c <= 1.0:
+        ax.set_ylim(0.0, 1.0)
+    elif c == 0.0:
+        ax.set_ylim(0.0, 1.0)
+    else:
+        ax.set_ylim(min(0.0, c - abs(c)), max(0.0, c + abs(c)))
 
 
 class TokenLocator(Locator):
