@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
+import unicodedata
 import warnings
 from typing import Any, Iterable, Literal, Sequence
 
@@ -44,6 +46,7 @@ def _as_loaded(model: LoadedModel | str) -> LoadedModel:
 
 # ---------------------------------------------------------------------------- input validation
 def check_text(text: Any, what: str = "text") -> str:
+    """The text as ``str``; refuses non-strings, invalid UTF-8 and text with no visible character."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -53,7 +56,59 @@ def check_text(text: Any, what: str = "text") -> str:
         raise InputError(f"{what} must be a string, got {type(text).__name__}")
     if not text.strip():
         raise InputError(f"{what} is empty or only whitespace; give a sentence to analyse")
+    if not any(_visible(c) for c in text):
+        raise InputError(f"{what} has no visible character (only control, format or space characters such as NUL "
+                         "or zero-width spaces); give a sentence to analyse")
     return text
+
+
+def _visible(c: str) -> bool:
+    # Unicode categories C* (control Cc, format Cf such as U+200B, surrogate, private use, unassigned) and
+    # Z* (separators) draw nothing; a tokenizer drops most of them, leaving only its special tokens.
+    return not unicodedata.category(c).startswith(("C", "Z"))
+
+
+def check_top_k(top_k: Any) -> int:
+    """``top_k`` (keys kept per query row by the top-k recorder) as a positive int."""
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        raise InputError(f"top_k must be a positive integer (keys kept per query row), got {top_k!r}")
+    return int(top_k)
+
+
+def _vocab_size(lm: LoadedModel) -> int:
+    emb = lm.model.get_input_embeddings() if hasattr(lm.model, "get_input_embeddings") else None
+    if emb is not None and getattr(emb, "weight", None) is not None:
+        return int(emb.weight.shape[0])
+    return int(getattr(lm.config, "vocab_size", None) or len(lm.tokenizer))
+
+
+def check_input_ids(lm: LoadedModel, input_ids: Any, what: str = "input_ids") -> list[int]:
+    """Token ids of one sequence (a list of ints, a 1-D or (1, N) tensor/array) as a validated list."""
+    ids = input_ids
+    if isinstance(ids, torch.Tensor) or type(ids).__module__ == "numpy":
+        arr = torch.as_tensor(ids)
+        if arr.dim() == 2 and arr.shape[0] == 1:
+            arr = arr[0]  # (N,)
+        if arr.dim() != 1:
+            raise InputError(f"{what} must be one sequence: a list of ints or a 1-D or (1, N) tensor; got shape "
+                             f"{tuple(arr.shape)} (use capture_batch for several sequences)")
+        if arr.dtype.is_floating_point or arr.dtype.is_complex or arr.dtype == torch.bool:
+            raise InputError(f"{what} must hold integer token ids, got a {arr.dtype} tensor")
+        ids = arr.tolist()
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple)):
+        raise InputError(f"{what} must be a list of int token ids or a 1-D tensor, got {type(input_ids).__name__}"
+                         + ("; pass text as the text argument" if isinstance(ids, str) else ""))
+    if len(ids) == 1 and isinstance(ids[0], (list, tuple)):
+        ids = ids[0]  # [[...]]: one sequence in a batch of one
+    if not ids:
+        raise InputError(f"{what} is empty; give at least one token id")
+    vocab = _vocab_size(lm)
+    for i, t in enumerate(ids):
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            raise InputError(f"{what}[{i}] is {t!r}; token ids must be ints")
+        if not 0 <= t < vocab:
+            raise InputError(f"{what}[{i}] = {t} is not a token id of {lm.name} (its vocabulary has ids 0..{vocab - 1})")
+    return [int(t) for t in ids]
 
 
 def resolve_selection(lm: LoadedModel, layers: Iterable[int] | None, heads: Iterable[int] | None,
@@ -72,21 +127,31 @@ def resolve_selection(lm: LoadedModel, layers: Iterable[int] | None, heads: Iter
     return out_layers, out_heads
 
 
-def _check_indices(what: str, requested: Iterable[int] | None, n: int, model: str, stream: str) -> list[int]:
+def _check_indices(what: str, requested: Iterable[int] | int | None, n: int, model: str, stream: str) -> list[int]:
     if requested is None:
         return list(range(n))
+    if isinstance(requested, numbers.Integral) and not isinstance(requested, bool):
+        requested = [requested]  # one index: layers=3 is layers=[3]
+    if isinstance(requested, (str, bytes)) or not isinstance(requested, Iterable):
+        raise InputError(f"{what}s must be a list of {what} indices (or one int), got {requested!r}")
     out = []
     for r in requested:
-        if not isinstance(r, int) or isinstance(r, bool) or not -n <= r < n:
-            raise InputError(f"{what} {r} is out of range: {model} ({stream}) has {what}s 0..{n - 1}")
-        out.append(r % n)
+        if isinstance(r, bool) or not isinstance(r, numbers.Integral) or not -n <= r < n:
+            raise InputError(f"{what} {r!r} is out of range: {model} ({stream}) has {what}s 0..{n - 1} "
+                             f"(negative indices count from the end)")
+        out.append(int(r) % n)
     if not out:
-        raise InputError(f"no {what}s selected")
+        raise InputError(f"no {what}s selected; pass {what}s=None for all of them")
     return sorted(set(out))
 
 
 def _modes(mode: str | Sequence[str]) -> set[str]:
-    modes = {mode} if isinstance(mode, str) else set(mode)
+    if isinstance(mode, str):
+        modes = {mode}
+    elif isinstance(mode, (list, tuple, set, frozenset)) and all(isinstance(m, str) for m in mode):
+        modes = set(mode)
+    else:
+        raise InputError(f"mode must be one of {', '.join(MODES)} or a list of them, got {mode!r}")
     bad = modes - set(MODES)
     if bad or not modes:
         raise InputError(f"unknown capture mode {sorted(bad) or mode!r}; valid modes: {', '.join(MODES)}")
@@ -130,9 +195,34 @@ def _encode(lm: LoadedModel, text: str, text_pair: str | None, truncate: bool) -
     return inputs, {"input": tokens}, meta
 
 
-def _encode_seq2seq(lm: LoadedModel, source: str, target: str, truncate: bool) -> tuple[dict, dict, dict]:
+def _encode_ids(lm: LoadedModel, ids: list[int], truncate: bool) -> tuple[dict, dict, dict]:
+    """Model inputs (1, N) from validated token ids, used as they are (no special tokens added).
+
+    The tokens are labelled from the ids (the tokenizer's piece for each id; no character offsets),
+    and ``meta["from_ids"]`` marks the trace; ``texts["input"]`` is the decoded ids."""
+    n = len(ids)
+    meta: dict[str, Any] = {"from_ids": True}
+    if n > lm.max_length:
+        if not truncate:
+            raise InputError(f"input_ids has {n} tokens but {lm.name} accepts at most {lm.max_length}; shorten it "
+                             f"or pass truncate=True to keep the first {lm.max_length} tokens")
+        ids = ids[:lm.max_length]
+        meta["truncated"] = {"original_tokens": n, "kept_tokens": lm.max_length, "kept_characters": None}
+        warnings.warn(f"input_ids truncated from {n} to {lm.max_length} tokens", stacklevel=3)
+    input_ids = torch.tensor([ids], dtype=torch.long)  # (1, N)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}  # (1, N) each
+    return inputs, {"input": _tokens(lm.tokenizer, ids, None, None)}, meta
+
+
+def _decoded(lm: LoadedModel, ids: list[int]) -> str:
+    return lm.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def _encode_seq2seq(lm: LoadedModel, source: str | list[int], target: str, truncate: bool) -> tuple[dict, dict, dict]:
+    """Teacher forcing: the source (text, or validated token ids) and the target text shifted right."""
     tok = lm.tokenizer
-    inputs, seqs, meta = _encode(lm, source, None, truncate)
+    inputs, seqs, meta = (_encode_ids(lm, source, truncate) if isinstance(source, list)
+                          else _encode(lm, source, None, truncate))
     labels = tok(text_target=target, return_tensors="pt")["input_ids"]  # (1, T)
     start = lm.config.decoder_start_token_id
     if start is None:
@@ -233,17 +323,25 @@ def _is_causal_stream(lm: LoadedModel, stream: str) -> bool:
     return stream == "decoder_self" or (stream == "self" and lm.kind == "causal")
 
 
+def _one_input(text: Any, input_ids: Any, text_name: str = "text") -> None:
+    if text is not None and input_ids is not None:
+        raise InputError(f"pass either {text_name} or input_ids, not both")
+    if text is None and input_ids is None:
+        raise InputError(f"pass the input: {text_name}=\"…\" or input_ids=[…] (token ids)")
+
+
 def capture(
     model: LoadedModel | str,
     text: str | bytes | None = None,
     *,
+    input_ids: Sequence[int] | torch.Tensor | None = None,
     text_pair: str | None = None,
     target: str | None = None,
     audio=None,
     sampling_rate: int = 16000,
     mode: str | Sequence[str] = "full",
-    layers: Iterable[int] | None = None,
-    heads: Iterable[int] | None = None,
+    layers: Iterable[int] | int | None = None,
+    heads: Iterable[int] | int | None = None,
     streams: Sequence[str] | None = None,
     method: Method = "fast",
     top_k: int = 8,
@@ -255,30 +353,54 @@ def capture(
 ) -> AttentionTrace:
     """Capture the attention of one input as an AttentionTrace.
 
-    ``mode``: ``"full"`` (maps, ``full_dtype``), ``"stats"`` (per-row statistics only), ``"topk"``
-    (``top_k`` keys per query) or several of them; ``statistics`` picks the row statistics of stats mode
-    (default :data:`attnscope.statistics.STREAMING_STATS`, every one but Gini; ``"all"`` adds Gini). ``method="fast"`` runs the model on SDPA and
-    recomputes probabilities only for the selected layers/heads; ``"eager"`` is the reference
+    The input is ``text`` or ``input_ids`` (exactly one): token ids as a list of ints or a 1-D or
+    (1, N) tensor, used as they are (no special tokens added); the trace's tokens are labelled from
+    the ids. ``layers`` / ``heads``: model indices (a list, or one int; negative counts from the end;
+    ``None`` = all). ``mode``: ``"full"`` (maps, ``full_dtype``), ``"stats"`` (per-row statistics
+    only), ``"topk"`` (``top_k`` keys per query) or several of them; ``statistics`` picks the row
+    statistics of stats mode (default :data:`attnscope.statistics.STREAMING_STATS`, every one but
+    Gini; ``"all"`` adds Gini). ``method="fast"`` runs the model on SDPA and recomputes
+    probabilities only for the selected layers/heads; ``"eager"`` is the reference
     (``output_attentions=True`` on the eager kernel). Encoder-decoders need ``target`` (teacher
-    forcing; see :func:`attnscope.capture.generation.generate` to decode); speech models take ``audio``.
+    forcing; see :func:`attnscope.generate` to decode); speech models take ``audio``;
+    ``target`` and ``audio`` are refused for models that would ignore them.
     """
     lm = _as_loaded(model)
     modes = _modes(mode)
+    top_k = check_top_k(top_k)
     if lm.kind == "speech-seq2seq":
+        if text is not None or input_ids is not None:
+            raise InputError(f"{lm.name} is a speech model: pass audio= (a 1-D array of samples), not text or "
+                             "input_ids")
         inputs, seqs, meta = _encode_speech(lm, audio, sampling_rate, target)
         texts = {"target": target or ""}
     else:
-        text = check_text(text)
+        if audio is not None:
+            raise InputError(f"{lm.name} takes text, not audio; pass text= or input_ids=")
+        _one_input(text, input_ids)
+        ids = check_input_ids(lm, input_ids) if input_ids is not None else None
+        if ids is None:
+            text = check_text(text)
         if text_pair is not None:
+            if ids is not None:
+                raise InputError("text_pair goes with text, not input_ids (put both sequences in the ids)")
             text_pair = check_text(text_pair, "text_pair")
         if lm.kind == "seq2seq":
             if target is None:
                 raise InputError(f"{lm.name} is an encoder-decoder: pass target=… (teacher forcing) or use generate()")
-            inputs, seqs, meta = _encode_seq2seq(lm, text, check_text(target, "target"), truncate)
-            texts = {"source": text, "target": target}
+            inputs, seqs, meta = _encode_seq2seq(lm, ids if ids is not None else text, check_text(target, "target"),
+                                                 truncate)
+            texts = {"source": text if ids is None else _decoded(lm, ids), "target": target}
         else:
-            inputs, seqs, meta = _encode(lm, text, text_pair, truncate)
-            texts = {"input": text} | ({"input_pair": text_pair} if text_pair is not None else {})
+            if target is not None:
+                raise InputError(f"target= is for encoder-decoder models (teacher forcing); {lm.name} is "
+                                 f"{'a decoder-only model: put the continuation in the text' if lm.kind == 'causal' else 'an encoder: it has no target sequence'}")
+            if ids is not None:
+                inputs, seqs, meta = _encode_ids(lm, ids, truncate)
+                texts = {"input": _decoded(lm, ids)}
+            else:
+                inputs, seqs, meta = _encode(lm, text, text_pair, truncate)
+                texts = {"input": text} | ({"input_pair": text_pair} if text_pair is not None else {})
     layer_sel, head_sel = resolve_selection(lm, layers, heads, streams)
     return _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, method, top_k, full_dtype,
                             block_elements, interventions, statistics)
@@ -337,8 +459,9 @@ def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, 
 
 def capture_batch(
     model: LoadedModel | str,
-    texts: Sequence[str],
+    texts: Sequence[str] | None = None,
     *,
+    input_ids: Sequence[Sequence[int]] | torch.Tensor | None = None,
     batch_size: int = 16,
     mode: str | Sequence[str] = "stats",
     layers: Iterable[int] | None = None,
@@ -350,14 +473,36 @@ def capture_batch(
     statistics: Sequence[str] | str | None = None,
 ) -> list[AttentionTrace]:
     """Capture many texts (encoder or causal models) in padded batches; padding is stripped per example,
-    so each trace equals the one-by-one capture. Texts are grouped by length to waste little padding."""
+    so each trace equals the one-by-one capture. Texts are grouped by length to waste little padding.
+
+    Instead of ``texts``, ``input_ids`` takes one sequence of token ids per example (lists of ints,
+    1-D tensors, or the rows of a 2-D tensor), used as they are, as in :func:`capture`."""
     lm = _as_loaded(model)
     if lm.kind not in ("encoder", "causal"):
         raise InputError("capture_batch takes encoder or decoder-only models; call capture() per example otherwise")
     modes = _modes(mode)
+    top_k = check_top_k(top_k)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     layer_sel, head_sel = resolve_selection(lm, layers, heads, None)
-    texts = [check_text(t, f"text #{i}") for i, t in enumerate(texts)]
-    encoded = [_encode(lm, t, None, truncate) for t in texts]
+    _one_input(texts, input_ids, "texts")
+    if input_ids is not None:
+        if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 1:
+            raise InputError("capture_batch's input_ids is a list of sequences (or a 2-D tensor); for one sequence "
+                             "use capture(lm, input_ids=…)")
+        if isinstance(input_ids, (str, bytes)) or not isinstance(input_ids, (list, tuple, torch.Tensor)):
+            raise InputError(f"input_ids must be a list of token-id sequences, got {type(input_ids).__name__}")
+        if not isinstance(input_ids, torch.Tensor) and any(isinstance(x, numbers.Integral) for x in input_ids):
+            raise InputError("capture_batch's input_ids is a list of sequences; for one sequence use "
+                             "capture(lm, input_ids=…)")
+        seqs_ids = [check_input_ids(lm, x, f"input_ids[{i}]") for i, x in enumerate(input_ids)]
+        texts = [_decoded(lm, ids) for ids in seqs_ids]
+        encoded = [_encode_ids(lm, ids, truncate) for ids in seqs_ids]
+    else:
+        if isinstance(texts, (str, bytes)):
+            raise InputError("capture_batch takes a list of texts; for one text use capture(lm, text)")
+        texts = [check_text(t, f"text #{i}") for i, t in enumerate(texts)]
+        encoded = [_encode(lm, t, None, truncate) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: encoded[i][0]["input_ids"].shape[1])
     results: list[AttentionTrace | None] = [None] * len(texts)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0

@@ -16,8 +16,9 @@ import torch
 from ..errors import InputError
 from ..models import LoadedModel
 from ..trace import STREAM_SEQUENCES, AttentionTrace, Tokens
-from .api import (_as_loaded, sliding_window_meta, _encode, _encode_speech, _modes, _tokens, attention_implementation, check_text,
-                  resolve_selection)
+from .api import (_as_loaded, _decoded, _encode, _encode_ids, _encode_speech, _modes, _one_input, _tokens,
+                  attention_implementation, check_input_ids, check_text, check_top_k, resolve_selection,
+                  sliding_window_meta)
 from .interface import DEFAULT_BLOCK_ELEMENTS, CaptureSession, annotate_model, register, session_scope
 from .recorders import FullRecorder, StatsRecorder, TopKRecorder, make_recorders
 
@@ -43,6 +44,7 @@ def generate(
     model: LoadedModel | str,
     prompt: str | list[dict] | None = None,
     *,
+    input_ids: Sequence[int] | torch.Tensor | None = None,
     audio=None,
     sampling_rate: int = 16000,
     max_new_tokens: int = 20,
@@ -52,8 +54,8 @@ def generate(
     seed: int | None = 0,
     chat: bool = False,
     mode: str | Sequence[str] = "full",
-    layers: Iterable[int] | None = None,
-    heads: Iterable[int] | None = None,
+    layers: Iterable[int] | int | None = None,
+    heads: Iterable[int] | int | None = None,
     top_k: int = 8,
     full_dtype: torch.dtype = torch.float16,
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
@@ -61,15 +63,31 @@ def generate(
 ) -> GenerationResult:
     """Generate greedily or by sampling and capture each step's attention (causal LMs, encoder-decoders, Whisper).
 
-    ``chat=True`` (or a list of messages) formats the prompt with the tokenizer's chat template;
-    ``statistics`` picks the row statistics of stats mode, as in :func:`attnscope.capture.capture`.
+    The input is ``prompt`` (text, or a list of chat messages) or ``input_ids`` (token ids of the
+    prompt — the source for encoder-decoders — used as they are, as in :func:`attnscope.capture`);
+    speech models take ``audio``. ``chat=True`` (or a list of messages) formats the prompt with the
+    tokenizer's chat template; ``statistics`` picks the row statistics of stats mode, as in
+    :func:`attnscope.capture`.
     """
     lm = _as_loaded(model)
     modes = _modes(mode)
-    if max_new_tokens < 1:
-        raise InputError("max_new_tokens must be at least 1")
+    top_k = check_top_k(top_k)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if lm.kind == "encoder":
         raise InputError(f"{lm.name} is an encoder; it cannot generate (use capture())")
+    ids_in: list[int] | None = None
+    if lm.kind == "speech-seq2seq":
+        if prompt is not None or input_ids is not None:
+            raise InputError(f"{lm.name} is a speech model: pass audio= (a 1-D array of samples), not a prompt")
+    else:
+        if audio is not None:
+            raise InputError(f"{lm.name} takes text, not audio; pass a prompt or input_ids=")
+        _one_input(prompt, input_ids, "prompt")
+        if input_ids is not None:
+            if chat:
+                raise InputError("chat=True formats a text prompt; with input_ids, pass the ids of the formatted chat")
+            ids_in = check_input_ids(lm, input_ids)
     register()
     if not getattr(lm.model, "_attnscope_annotated", False):
         annotate_model(lm.model)
@@ -89,7 +107,10 @@ def generate(
     meta: dict = {}
     with attention_implementation(lm.model, "attnscope"), session_scope(session), torch.no_grad():
         if lm.kind == "causal":
-            if chat or isinstance(prompt, list):
+            if ids_in is not None:
+                inputs, _, meta = _encode_ids(lm, ids_in, False)
+                text = _decoded(lm, ids_in)
+            elif chat or isinstance(prompt, list):
                 text = _chat_prompt(lm, prompt)
                 inputs, _, meta = _encode(lm, text, None, False)
             else:
@@ -109,8 +130,12 @@ def generate(
                 inputs.pop("decoder_input_ids")
                 enc_inputs = {"input_features": inputs["input_features"]}
             else:
-                text = check_text(prompt, "source text")
-                inputs, src, meta = _encode(lm, text, None, False)
+                if ids_in is not None:
+                    inputs, src, meta = _encode_ids(lm, ids_in, False)
+                    text = _decoded(lm, ids_in)
+                else:
+                    text = check_text(prompt, "source text")
+                    inputs, src, meta = _encode(lm, text, None, False)
                 inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
                 enc_inputs = dict(inputs)
                 texts["source"] = text
