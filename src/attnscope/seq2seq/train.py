@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .._optional import require
 from ..errors import InputError, UnknownNameError
 from ..statistics import row_statistics
 from .attention import ATTENTION_KINDS
@@ -245,7 +246,7 @@ def evaluate(model: Seq2Seq, data: TaskData, pairs: list[Pair], beam: int = 1, b
              max_examples: int | None = None) -> dict[str, Any]:
     """Held-out BLEU (sacrebleu; character tokenisation for character tasks), exact match and mean
     attention statistics (entropy, max weight, effective positions) per generated target token."""
-    import sacrebleu
+    sacrebleu = require("sacrebleu", "seq2seq", "BLEU of a seq2seq model")
 
     pairs = pairs[:max_examples] if max_examples else pairs
     if not pairs:
