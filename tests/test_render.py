@@ -316,3 +316,20 @@ def test_distance_profile_leaves_out_thin_distances():
     least = r.meta["min_queries"]
     assert line.get_xdata().tolist() == [d for d in range(10) if 10 - d >= least]
     assert f"fewer than {least} queries" in ax.get_xlabel()
+
+
+def test_flow_3d_text_is_escaped_once_and_every_token_in_view(tmp_path):
+    words = ["[CLS]", "didn", "'", "t", "A&B", "<b>x</b>", "[SEP]"]
+    t = encoder_trace(layers=2, heads=2, words=words)
+    fig = rd.flow_3d_figure(t)
+    scene = fig.layout.scene
+    # tick labels are plain text: the token as written ("<" kept from being read as a tag by a zero-width space)
+    assert [s.replace("\u200b", "") for s in scene.xaxis.ticktext] == words
+    assert "<b>" not in "".join(scene.xaxis.ticktext)
+    hover = [x for tr in fig.data if tr.text for x in tr.text]
+    assert hover[2].startswith("' ·") and hover[4].startswith("A&amp;B ·")  # plotly decodes &amp; in hover text
+    assert not any("&#x27;" in h or "&amp;#" in h or "&amp;amp;" in h for h in hover)
+    assert tuple(scene.xaxis.range) == (-0.5, len(words) - 0.5)  # the axis box holds the first and last token
+    html = rd.write_flow_3d_html(t, tmp_path / "f.html").read_text(encoding="utf-8")
+    data = html[html.index("Plotly.newPlot("):]  # the figure's data (plotly.js itself precedes it)
+    assert "&#x27;" not in data and "&amp;#" not in data

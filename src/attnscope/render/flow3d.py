@@ -16,9 +16,15 @@ from ..analysis._common import allowed, fuse_heads, token_labels
 def _plotly_text(s: str) -> str:
     """Text for plotly's SVG strings (title, hover), which read a few HTML tags and entities: ``<``, ``>`` and
     ``&`` escaped so a token shows as written. Only those three: plotly decodes no other entity in every
-    place (``&#x27;`` for an apostrophe was shown as is). The 3-D axis tick labels are drawn as plain text
-    and take the label unescaped. (Inside the HTML file plotly's JSON escapes ``<``, ``>`` and ``/``.)"""
+    place (``&#x27;`` for an apostrophe was shown as is). The 3-D axis tick labels: :func:`_tick_text`.
+    (Inside the HTML file plotly's JSON escapes ``<``, ``>`` and ``/``: no token can end the script.)"""
     return html.escape(s, quote=False)
+
+
+def _tick_text(s: str) -> str:
+    """A 3-D axis tick label: drawn as plain text (no entities decoded), except that plotly reads a few
+    tags (``<b>``, ``<i>``…) there; a zero-width space after each ``<`` keeps them literal."""
+    return s.replace("<", "<\u200b")
 
 
 def flow_3d_figure(trace, stream: str | None = None, top_k: int = 3, min_weight: float = 0.05,
@@ -75,8 +81,15 @@ def flow_3d_figure(trace, stream: str | None = None, top_k: int = 3, min_weight:
                                text=text, hoverinfo="text", name="tokens"))
     fig.update_layout(
         title=f"attention through the layers — {_plotly_text(trace.model_id or '')} {s} (top {top_k} keys per query)",
-        scene=dict(xaxis=dict(title="token", tickvals=list(range(n)), ticktext=list(labels)),
-                   yaxis=dict(visible=False), zaxis=dict(title="layer (0 = input)")),
+        scene=dict(xaxis=dict(title="token", tickvals=list(range(n)), ticktext=[_tick_text(t) for t in labels],
+                              range=[-0.5, n - 0.5]),
+                   yaxis=dict(visible=False, range=[-1, 1]),
+                   zaxis=dict(title="layer (0 = input)", range=[-0.2, nl + 0.2], dtick=1),
+                   # every node lies in the plane y = 0: a wide box seen from the front, slightly from above
+                   # and the side, keeps every token (and its label) inside the view
+                   aspectmode="manual", aspectratio=dict(x=2.0, y=0.35, z=1.1),
+                   camera=dict(eye=dict(x=0.45, y=-2.5, z=0.75), center=dict(x=0, y=0, z=-0.1))),
+        legend=dict(orientation="h", yanchor="bottom", y=0.0, xanchor="center", x=0.5),
         margin=dict(l=0, r=0, t=40, b=0), height=750)
     return fig
 
