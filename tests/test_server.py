@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def client(minilm, tiny):
     cfg = ServerConfig(torch_threads=1, models={"minilm": minilm, "tiny-llama": tiny("llama"), "tiny-marian": tiny("marian")},
                        max_text_chars=2000, max_batch=4, max_json_elements=50_000, timeout_s=60)
-    with TestClient(create_app(cfg)) as c:
+    with TestClient(create_app(cfg), base_url="http://localhost") as c:
         yield c
 
 
@@ -177,7 +177,7 @@ def test_generate_causal(client):
 def test_queue_full_429_and_timeout_504(minilm):
     cfg = ServerConfig(torch_threads=1, models={"minilm": minilm}, queue_size=1, timeout_s=0.5, preload=False)
     app = create_app(cfg)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         worker = app.state.attnscope.worker
         release = threading.Event()
         started = threading.Event()

@@ -40,7 +40,7 @@ def app_client(minilm, clf, lm, tiny):
                        max_text_chars=300, max_json_elements=50_000, timeout_s=120, max_attribution_tokens=40,
                        max_runs=5, max_samples=64, max_attribution_texts=3, max_probe_sentences=12)
     app = create_app(cfg)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield app, c
 
 

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def api(minilm):
-    with TestClient(create_app(ServerConfig(torch_threads=1, models={"minilm": minilm}, max_text_chars=200))) as c:
+    app = create_app(ServerConfig(torch_threads=1, models={"minilm": minilm}, max_text_chars=200))
+    with TestClient(app, base_url="http://localhost") as c:
         yield c, c.get("/openapi.json").json()
 
 

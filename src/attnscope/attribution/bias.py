@@ -55,6 +55,35 @@ class BiasProbeResult:
                 "tests": self.tests, "direction": self.direction, "note": self.note, "meta": self.meta}
 
 
+PLACEHOLDER = "{}"
+TEMPLATE_HELP = "a template is a sentence with exactly one {} where the group word goes and no other braces, " \
+                "e.g. '{} is a doctor.'"
+
+
+def check_template(template: str, what: str = "template") -> None:
+    """Refuse a template that is not one literal ``{}`` in text without other braces.
+
+    Templates are filled by plain substitution (:func:`fill_template`), never ``str.format``: format specs
+    (``{:>10000000}``), fields (``{x}``, ``{0.__class__}``) and escapes (``{{}}``) have no meaning here, so a
+    brace other than the placeholder is refused rather than guessed at.
+    """
+    if not isinstance(template, str):
+        raise InputError(f"{what} must be a string; {TEMPLATE_HELP}")
+    n = template.count(PLACEHOLDER)
+    rest = template.replace(PLACEHOLDER, "")
+    if n != 1 or "{" in rest or "}" in rest:
+        shown = template if len(template) <= 80 else template[:77] + "..."
+        raise InputError(f"{what} {shown!r} has {n} placeholder(s){' and other braces' if n == 1 else ''}; "
+                         f"{TEMPLATE_HELP}")
+
+
+def fill_template(template: str, word: str) -> str:
+    """``template`` with its one ``{}`` replaced by ``word`` (literal substitution; see :func:`check_template`)."""
+    check_template(template)
+    before, after = template.split(PLACEHOLDER)
+    return before + word + after
+
+
 def effect_size(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(Cohen's d with the pooled SD, Hedges' g)."""
     n1, n2 = len(a), len(b)
@@ -75,9 +104,8 @@ def bias_probe(lm: LoadedModel, groups: Mapping[str, Sequence[str]] | None = Non
         raise InputError(f"direction must be 'to' or 'from', got {direction!r}")
     if len(groups) < 2:
         raise InputError("give at least two groups to compare, e.g. he=he,him she=she,her")
-    for t in templates:
-        if t.count("{}") != 1:
-            raise InputError(f"each template needs exactly one '{{}}' where the group word goes: {t!r}")
+    for i, t in enumerate(templates):
+        check_template(t, f"template #{i}")
     attrs = {w.lower() for w in (attribute_words if attribute_words is not None else
                                  (DEFAULT_ATTRIBUTES if templates == DEFAULT_TEMPLATES else []))}
     values: dict[str, list[float]] = {g: [] for g in groups}
@@ -87,8 +115,8 @@ def bias_probe(lm: LoadedModel, groups: Mapping[str, Sequence[str]] | None = Non
             raise InputError(f"group {g!r} has no words")
         for t in templates:
             for w in ws:
-                start = t.index("{}")
-                sentence = t.format(w)
+                start = t.index(PLACEHOLDER)
+                sentence = fill_template(t, w)
                 if start == 0:
                     sentence = sentence[0].upper() + sentence[1:]
                 inputs, tokens = encode(lm, sentence)

@@ -7,6 +7,7 @@ event loop first (model allow-list, text length, batch size), so a refused reque
 from __future__ import annotations
 
 import asyncio
+import inspect
 import tempfile
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -25,7 +27,7 @@ from ..errors import InputError, UnknownNameError
 from ..models import CATALOGUE, describe_catalogue, load_model
 from . import payload
 from .config import ServerConfig
-from .schemas import (AnalysisOut, AnalyzeRequest, BatchItem, BatchOut, BatchRequest, ErrorOut, GenerateRequest, Health,
+from .schemas import (MAX_INDEX, AnalysisOut, AnalysisRunBase, AnalyzeRequest, BatchItem, BatchOut, BatchRequest, ErrorOut, GenerateRequest, Health,
                       ModelOut, RunAnalysisRequest, TraceOut, TraceRequest)
 from .worker import InferenceWorker
 
@@ -173,6 +175,25 @@ def _trace_safetensors(trace) -> bytes:
         return path.read_bytes()
 
 
+def _add_analysis_route(r: APIRouter, name: str, info, run) -> None:
+    from pydantic import Field, create_model
+
+    from .analysis_params import params_model
+
+    pm = params_model(name)
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    model = create_model(f"{camel}Request", __base__=AnalysisRunBase,
+                         params=(pm, Field(default_factory=pm, description=f"Parameters of {name}.")))
+
+    async def endpoint(req):
+        return await run(name, req, req.params)
+
+    endpoint.__annotations__ = {"req": model}
+    endpoint.__name__ = f"analysis_{name}"
+    r.add_api_route(f"/v1/analyses/{name}", endpoint, methods=["POST"], tags=["analyses"], responses=ERRORS,
+                    summary=info.summary or name, description=inspect.getdoc(info.func) or "")
+
+
 def build_router(state: ServerState) -> APIRouter:
     r = APIRouter()
     cfg = state.config
@@ -205,11 +226,17 @@ def build_router(state: ServerState) -> APIRouter:
             from ..analysis import analysis_info, list_analyses
         except ImportError:
             return []
+        from .analysis_params import rest_params
+
         out = []
         for name in list_analyses():
             info = analysis_info(name)
+            params = info.param_schema()
+            rest = rest_params(name)
+            for p, d in params.items():  # the JSON Schema a REST request must match (null: not accepted over REST)
+                d["schema"] = rest.get(p)
             out.append(AnalysisOut(name=name, summary=info.summary, result=info.result, needs=list(info.needs),
-                                   square=info.square, tags=list(info.tags), params=info.param_schema()))
+                                   square=info.square, tags=list(info.tags), params=params))
         return out
 
     @r.post("/v1/analyze", response_model=TraceOut, tags=["capture"], responses={
@@ -259,14 +286,10 @@ def build_router(state: ServerState) -> APIRouter:
 
         return await state.run(work)
 
-    @r.post("/v1/analyses/{name}", tags=["analyses"], responses=ERRORS,
-            summary="Run a registered analysis on a text (or an explorer trace)")
-    async def run_named_analysis(name: str, req: RunAnalysisRequest):
-        try:
-            from ..analysis import analysis_info, run_analysis
-        except ImportError:
-            raise ApiError(404, "UnknownAnalysis", "this installation has no analysis registry") from None
-        analysis_info(name)  # unknown name -> 422 listing the valid ones
+    async def run_named_analysis(name: str, req: AnalysisRunBase, params: Any):
+        from ..analysis import run_analysis
+        from .analysis_params import trace_params
+
         trace = None
         if req.trace_id:
             trace = state.traces.get(req.trace_id)
@@ -278,6 +301,16 @@ def build_router(state: ServerState) -> APIRouter:
         model_name = state.check_model(req.model) if trace is None else None
         for what in ("text", "text_pair", "target"):
             state.check_text(getattr(req, what), what)
+        kwargs = params.model_dump(exclude_unset=True)
+        for p in trace_params(type(params)):  # trace ids -> the explorer's traces
+            if kwargs.get(p) is not None:
+                ids = kwargs[p] if isinstance(kwargs[p], list) else [kwargs[p]]
+                found = [state.traces.get(i) for i in ids]
+                if any(t is None for t in found):
+                    missing = ids[[t is None for t in found].index(True)]
+                    raise ApiError(404, "UnknownTrace", f"params.{p}: trace {missing!r} is not (or no longer) held "
+                                                        "by the server; POST /v1/traces again")
+                kwargs[p] = found if isinstance(kwargs[p], list) else found[0]
 
         def work():
             from ..capture import capture
@@ -287,11 +320,37 @@ def build_router(state: ServerState) -> APIRouter:
                 lm = state.model(model_name)
                 t = capture(lm, req.text, text_pair=req.text_pair, target=req.target, mode=["full", "stats"],
                             layers=req.layers, heads=req.heads)
-            result = run_analysis(name, t, **req.params)
+            result = run_analysis(name, t, **kwargs)
             d = result.to_dict() if hasattr(result, "to_dict") else result
             return JSONResponse(_jsonable(d))
 
         return await state.run(work)
+
+    try:
+        from ..analysis import analysis_info, list_analyses
+        names = list_analyses()
+    except ImportError:
+        names = []
+    for name in names:  # one documented route per analysis, its parameters typed and bounded
+        _add_analysis_route(r, name, analysis_info(name), run_named_analysis)
+
+    @r.post("/v1/analyses/{name}", tags=["analyses"], responses=ERRORS, include_in_schema=False)
+    async def run_any_analysis(name: str, req: RunAnalysisRequest):
+        """Analyses registered after the server started (and unknown names: 404)."""
+        try:
+            from ..analysis import analysis_info
+        except ImportError:
+            raise ApiError(404, "UnknownAnalysis", "this installation has no analysis registry") from None
+        analysis_info(name)  # unknown name -> 404 listing the valid ones
+        from pydantic import ValidationError
+
+        from .analysis_params import params_model
+
+        try:
+            params = params_model(name).model_validate(req.params)
+        except ValidationError as e:
+            raise RequestValidationError([{**x, "loc": ("body", "params", *x["loc"])} for x in e.errors()]) from None
+        return await run_named_analysis(name, req, params)
 
     # ------------------------------------------------------------ explorer data
     @r.post("/v1/traces", tags=["explorer"], responses=ERRORS,
@@ -369,7 +428,8 @@ def build_router(state: ServerState) -> APIRouter:
 
     @r.get("/v1/traces/{tid}/map", tags=["explorer"], responses=ERRORS,
            summary="One head's map (query, key) as float16; head=mean gives the layer's mean over heads")
-    async def trace_map(tid: str, layer: int, head: str, stream: str | None = None):
+    async def trace_map(tid: str, layer: int = Query(..., ge=-MAX_INDEX - 1, le=MAX_INDEX),
+                        head: str = Query(..., max_length=16), stream: str | None = Query(None, max_length=32)):
         t = _trace(tid)
         s = _stream(t, stream)
         if head != "mean":

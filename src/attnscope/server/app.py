@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -18,7 +18,7 @@ from ..errors import AttnscopeError, CaptureError, InputError, ModelLoadError, U
 from .api import ApiError, ServerState, build_router
 from .attribution import build_attribution_router
 from .config import ServerConfig
-from .worker import QueueFull
+from .worker import JobCancelled, QueueFull
 
 STATIC_DIR = Path(str(resources.files("attnscope.server") / "static"))
 log = logging.getLogger("attnscope.server")
@@ -39,6 +39,103 @@ def _jsonable_errors(errors) -> list:
         e.pop("input", None)
         out.append(e)
     return out
+
+
+def host_name(host_header: str) -> str:
+    """The host name of a Host header, lower case, without port, brackets or a trailing dot."""
+    h = host_header.strip().lower()
+    if h.startswith("["):  # [::1]:8765
+        h = h[1:h.find("]")] if "]" in h else h[1:]
+    elif h.count(":") == 1:  # name:port (a bare IPv6 address has several colons)
+        h = h.split(":", 1)[0]
+    return h.rstrip(".")
+
+
+def allowed_hosts(config: ServerConfig) -> set[str]:
+    """Host names the server answers to: loopback names, the bound host and ``config.allowed_hosts``."""
+    return {host_name(h) for h in ("127.0.0.1", "localhost", "::1", config.host, *config.allowed_hosts)}
+
+
+class _GuardMiddleware:
+    """Outermost ASGI layer: Host check (DNS rebinding), body-size limit, and the catch-all 500.
+
+    A Host header that is not one of :func:`allowed_hosts` gets 400 before anything runs, so a web
+    page whose domain was re-pointed at 127.0.0.1 cannot use this server through a victim's browser.
+    A body over ``config.max_body_bytes`` gets 413. An unexpected exception becomes a 500 whose body
+    says nothing about the exception (it is logged) and is *handled* here: the connection stays open
+    for the next request (an exception that reaches the server makes uvicorn close it).
+    """
+
+    def __init__(self, app, config: ServerConfig):
+        self.app, self.config = app, config
+        self.hosts = allowed_hosts(config)
+        self.any_host = "*" in config.allowed_hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not self.any_host and host_name(host) not in self.hosts:
+            if scope["type"] == "websocket":
+                return await send({"type": "websocket.close", "code": 1008})
+            shown = host if len(host) <= 100 else host[:97] + "..."
+            return await _error(400, "BadHost", f"Host {shown!r} is not a name this server answers to "
+                                                f"({', '.join(sorted(self.hosts))}); the operator can add one with "
+                                                "`attnscope serve --allowed-host NAME`")(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.config.max_body_bytes
+        try:
+            declared = int(headers.get(b"content-length", b"0") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            return await _too_large(limit)(scope, receive, send)
+        received, too_large, started = 0, False, False
+
+        async def limited_receive():
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # a body without (or with a false) Content-Length
+                    too_large = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            if too_large:  # whatever the app answers to the broken body, the client gets 413 below
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+            if too_large and not started:
+                await _too_large(limit)(scope, receive, send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await _too_large(limit)(scope, receive, send)
+        except Exception:
+            if too_large and not started:
+                return await _too_large(limit)(scope, receive, send)
+            log.exception("internal error")
+            if started:
+                raise
+            await _error(500, "InternalError", "internal server error (the server log has the details); "
+                                               "please report the request that caused it")(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, "BodyTooLarge", f"the request body is larger than {limit:,} bytes, this server's limit")
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
@@ -65,8 +162,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app = FastAPI(title="attnscope", version="1",
                   description="Capture, analyse and visualise attention in Transformer models. "
                               "Errors are JSON: `{\"error\": {\"type\", \"message\"}}`.",
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs below: offline, no CDN
     app.state.attnscope = state
+    app.add_middleware(_GuardMiddleware, config=config)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
@@ -112,10 +210,9 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def _http(request: Request, e: StarletteHTTPException):
         return _error(e.status_code, "HTTPError", str(e.detail), headers=getattr(e, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, e: Exception):
-        log.exception("internal error")
-        return _error(500, "InternalError", f"{type(e).__name__}: {e}")
+    @app.exception_handler(JobCancelled)
+    async def _cancelled(request: Request, e: JobCancelled):  # only reaches a client that is still waiting
+        return _error(504, "Timeout", f"the request did not finish within {config.timeout_s:g} s")
 
     app.include_router(build_router(state))
     app.include_router(build_attribution_router(state))
@@ -123,6 +220,16 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def index():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    docs_html: list[str] = []
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        from .docs_page import CSP, render
+
+        if not docs_html:
+            docs_html.append(render(app.openapi()))
+        return HTMLResponse(docs_html[0], headers={"Content-Security-Policy": CSP})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -282,7 +282,7 @@ def build_attribution_router(state: ServerState) -> APIRouter:
             summary="Bias probe: attention to/from word groups across templated sentences, Welch's t-test and "
                     "effect size (attention weights alone are not evidence of bias)")
     async def probe_endpoint(req: ProbeRequest) -> ProbeOut:
-        from ..attribution.bias import DEFAULT_GROUPS, DEFAULT_TEMPLATES
+        from ..attribution.bias import DEFAULT_GROUPS, DEFAULT_TEMPLATES, check_template, fill_template
 
         name = state.check_model(req.model)
         groups = req.groups if req.groups is not None else DEFAULT_GROUPS
@@ -296,11 +296,15 @@ def build_attribution_router(state: ServerState) -> APIRouter:
         n_words = sum(len(ws) for ws in groups.values())
         _count(state, len(templates) * n_words, "max_probe_sentences", "sentences (templates x group words)",
                "TooManySentences")
-        for i, t in enumerate(templates):
-            state.check_text(t, f"template #{i}")
         for g, ws in groups.items():
+            if not ws:
+                raise InputError(f"group {g!r} has no words")
             for w in ws:
-                state.check_text(w, f"word {g!r}")
+                state.check_text(w, f"a word of group {g!r}")
+        longest = max((w for ws in groups.values() for w in ws), key=len)
+        for i, t in enumerate(templates):  # refused before any model work; the length counts the filled sentence
+            check_template(t, f"template #{i}")
+            state.check_text(fill_template(t, longest), f"template #{i} with the longest group word")
 
         def work() -> ProbeOut:
             from ..attribution import bias_probe
@@ -308,11 +312,9 @@ def build_attribution_router(state: ServerState) -> APIRouter:
             lm = state.model(name)
             require_self(lm, "/v1/probe")
             layers = None if req.layers is None else [_layer(lm, la, "layers") for la in req.layers]
-            for t in templates:  # the longest word of each group in each template
-                if t.count("{}") == 1:
-                    for ws in groups.values():
-                        if ws:
-                            check_tokens(state, lm, t.format(max(ws, key=len)), f"template {t!r}")
+            for i, t in enumerate(templates):  # the longest word of each group in each template
+                for ws in groups.values():
+                    check_tokens(state, lm, fill_template(t, max(ws, key=len)), f"template #{i}")
             res = bias_probe(lm, groups, templates, direction=req.direction, attribute_words=req.attribute_words,
                              layers=layers)
             return ProbeOut(model=name, **clean(res.to_dict()))

@@ -13,6 +13,8 @@ def serve(
     port: int = typer.Option(8765, help="TCP port."),
     allow_model: list[str] = typer.Option(None, "--allow-model", help="Extra model names/paths requests may use "
                                                                        "(besides the catalogue)."),
+    allowed_host: list[str] = typer.Option(None, "--allowed-host", help="Host-header name the server answers to "
+                                           "besides 127.0.0.1, localhost, ::1 and --host (repeatable; '*' = any)."),
     max_text_chars: int = typer.Option(20_000, help="Longest text accepted (characters)."),
     max_batch: int = typer.Option(64, help="Most texts in one /v1/batch request."),
     queue_size: int = typer.Option(8, help="Requests that may wait for the model (429 beyond)."),
@@ -21,7 +23,10 @@ def serve(
                                         "avoids thread oversubscription."),
 ) -> None:
     """Serve the attention explorer (open http://HOST:PORT/) and the REST API (/v1, docs at /docs)."""
-    import uvicorn
+    from .._optional import require
+
+    require("fastapi", "web", "attnscope serve")
+    uvicorn = require("uvicorn", "web", "attnscope serve")
 
     from .app import create_app
     from .config import ServerConfig
@@ -29,7 +34,8 @@ def serve(
     from ..models import CATALOGUE
 
     allowed = list(CATALOGUE) + [m for m in (allow_model or []) if m not in CATALOGUE]
-    config = ServerConfig(model=model, host=host, port=port, allowed_models=allowed, max_text_chars=max_text_chars,
+    config = ServerConfig(model=model, host=host, port=port, allowed_models=allowed,
+                          allowed_hosts=list(allowed_host or []), max_text_chars=max_text_chars,
                           max_batch=max_batch, queue_size=queue_size, timeout_s=timeout,
                           torch_threads=threads or None)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -21,6 +21,10 @@ class ServerConfig:
     model: str = DEFAULT_MODEL  # default model, preloaded at start-up
     host: str = "127.0.0.1"
     port: int = 8765
+    # Host-header names answered besides 127.0.0.1, localhost, ::1 and `host` (400 otherwise; "*" turns the check
+    # off). Refusing other names stops DNS rebinding: a web page re-pointing its own domain at this address.
+    allowed_hosts: list[str] = field(default_factory=list)
+    max_body_bytes: int = 16 << 20  # request body (413 above)
     allowed_models: list[str] | None = None
     models: dict[str, Any] = field(default_factory=dict)
     preload: bool = True

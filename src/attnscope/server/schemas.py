@@ -4,14 +4,46 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Mode = Literal["full", "stats", "topk"]
 Format = Literal["json", "binary", "safetensors"]
 
+# Every number a request carries is bounded here (422 outside), so nothing downstream sees a 10**30 seed, an
+# infinite factor or a layer index that overflows a tensor index.
+MAX_INDEX = 4095  # layers / heads of any served model
+MAX_POSITION = 1_000_000  # token positions (texts are limited to max_text_chars anyway)
+LayerIndex = Annotated[int, Field(ge=-MAX_INDEX - 1, le=MAX_INDEX)]  # negative counts from the end
+HeadIndex = Annotated[int, Field(ge=-MAX_INDEX - 1, le=MAX_INDEX)]
+Position = Annotated[int, Field(ge=-MAX_POSITION, le=MAX_POSITION)]
+TokenIndex = Annotated[int, Field(ge=0, le=2**31 - 1)]  # class index, token id, label
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="Random seed, 0..2**32-1.")]
+Count = Annotated[int, Field(ge=1, le=100_000)]  # steps / samples / runs (the server's own limits are lower)
+
+
+def _has_surrogate(x: Any) -> bool:
+    if isinstance(x, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in x)
+    if isinstance(x, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in x.items())
+    if isinstance(x, (list, tuple)):
+        return any(_has_surrogate(v) for v in x)
+    return False
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Base of every request body: unknown fields, NaN/±Infinity and lone UTF-16 surrogates are refused (422)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _no_surrogates(self):
+        # JSON allows "\ud800" escapes that are no Unicode text: tokenizers and UTF-8 encoding fail on them
+        for name, value in self.__dict__.items():
+            if _has_surrogate(value):
+                raise ValueError(f"{name} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape); "
+                                 "send valid Unicode text")
+        return self
 
 
 class AnalyzeRequest(_Strict):
@@ -20,9 +52,9 @@ class AnalyzeRequest(_Strict):
     text_pair: str | None = Field(None, min_length=1, description="Second sentence of a pair (encoders).")
     target: str | None = Field(None, min_length=1, description="Target text (teacher forcing) for encoder-decoders.")
     model: str | None = Field(None, description="Model name; the server's default when omitted. See GET /v1/models.")
-    layers: list[int] | None = Field(None, description="Model layer indices to record (negative counts from the end).",
-                                     max_length=256)
-    heads: list[int] | None = Field(None, description="Model head indices to record.", max_length=256)
+    layers: list[LayerIndex] | None = Field(None, description="Model layer indices to record (negative counts from "
+                                                            "the end).", max_length=256)
+    heads: list[HeadIndex] | None = Field(None, description="Model head indices to record.", max_length=256)
     mode: Mode = Field("full", description="full: probability maps; stats: per-row statistics; topk: top-k keys.")
     top_k: int = Field(8, ge=1, le=64, description="Keys kept per query in mode topk.")
     format: Format = Field("json", description="json, binary (application/vnd.attnscope.arrays) or safetensors "
@@ -60,8 +92,8 @@ class TraceOut(BaseModel):
 class BatchRequest(_Strict):
     texts: list[str] = Field(..., min_length=1, description="Texts to profile (per-head statistics each).")
     model: str | None = None
-    layers: list[int] | None = Field(None, max_length=256)
-    heads: list[int] | None = Field(None, max_length=256)
+    layers: list[LayerIndex] | None = Field(None, max_length=256)
+    heads: list[HeadIndex] | None = Field(None, max_length=256)
 
 
 class BatchItem(BaseModel):
@@ -99,14 +131,20 @@ class AnalysisOut(BaseModel):
     params: dict[str, Any]
 
 
-class RunAnalysisRequest(_Strict):
+class AnalysisRunBase(_Strict):
+    """What to analyse; each analysis's route adds its own typed ``params`` (analysis_params.py)."""
+
     text: str | None = Field(None, min_length=1, description="Text to capture (or give trace_id).")
     text_pair: str | None = Field(None, min_length=1)
     target: str | None = Field(None, min_length=1)
-    trace_id: str | None = Field(None, description="A trace the explorer already captured (POST /v1/traces).")
+    trace_id: str | None = Field(None, max_length=64, description="A trace the explorer already captured "
+                                                                  "(POST /v1/traces).")
     model: str | None = None
-    layers: list[int] | None = Field(None, max_length=256)
-    heads: list[int] | None = Field(None, max_length=256)
+    layers: list[LayerIndex] | None = Field(None, max_length=256)
+    heads: list[HeadIndex] | None = Field(None, max_length=256)
+
+
+class RunAnalysisRequest(AnalysisRunBase):
     params: dict[str, Any] = Field(default_factory=dict, description="Keyword parameters of the analysis.")
 
 
@@ -148,9 +186,9 @@ ExplainMethod = Literal["attention", "rollout", "attn_x_grad", "chefer", "integr
 
 
 class _Target(_Strict):
-    target_class: int | str | None = Field(None, description="Classifiers: class index or label (config.id2label); "
+    target_class: TokenIndex | str | None = Field(None, description="Classifiers: class index or label (config.id2label); "
                                                              "default the predicted class.")
-    target_token: int | str | None = Field(None, description="Language models: token id, or a string that is exactly "
+    target_token: TokenIndex | str | None = Field(None, description="Language models: token id, or a string that is exactly "
                                                              "one token (e.g. \" Paris\"); default the predicted token.")
 
 
@@ -159,14 +197,14 @@ class ExplainRequest(_Target):
     model: str | None = Field(None, description="A classifier or a causal language model (GET /v1/models).")
     methods: list[ExplainMethod] = Field(list(get_args(ExplainMethod)), min_length=1,
                                          description="Token-importance methods to compute and compare.")
-    position: int | None = Field(None, description="Language models: the position whose next-token logit is "
+    position: Position | None = Field(None, description="Language models: the position whose next-token logit is "
                                                    "explained (default the last).")
-    ig_steps: int = Field(32, ge=1, description="Integrated-gradients steps (server limit: max_samples).")
-    n_samples: int = Field(32, ge=1, description="LIME samples; Shapley uses n_samples/8 permutations "
+    ig_steps: Count = Field(32, description="Integrated-gradients steps (server limit: max_samples).")
+    n_samples: Count = Field(32, description="LIME samples; Shapley uses n_samples/8 permutations "
                                                  "(server limit: max_samples).")
     top_k: int = Field(3, ge=1, le=64, description="k of the top-k overlap in the agreement rows.")
     absolute: bool = Field(True, description="Compare scores by magnitude (signed methods vs attention).")
-    seed: int = Field(0, description="Seed of the sampling methods (LIME, Shapley).")
+    seed: Seed = Field(0, description="Seed of the sampling methods (LIME, Shapley), 0..2**32-1.")
     faithfulness: bool = Field(False, description="Also compute deletion/insertion curves and AOPC per method.")
 
 
@@ -197,7 +235,8 @@ class ExplainOut(BaseModel):
     faithfulness: dict[str, Any] | None = Field(None, description="fractions, curves, aopc (when asked for)")
 
 
-HeadPair = tuple[int, int]
+HeadPair = tuple[LayerIndex, HeadIndex]
+Edge = tuple[Position, Position]
 
 
 class ZeroSpec(_Strict):
@@ -208,7 +247,8 @@ class ZeroSpec(_Strict):
 class ScaleSpec(_Strict):
     type: Literal["scale"]
     heads: list[HeadPair] = Field(..., min_length=1)
-    factor: float = Field(..., description="Multiplies the heads' probabilities (and so their output).")
+    factor: float = Field(..., ge=-1000.0, le=1000.0, description="Multiplies the heads' probabilities (and so "
+                                                                    "their output); finite, -1000..1000.")
 
 
 class MeanSpec(_Strict):
@@ -223,11 +263,11 @@ class KeepSpec(_Strict):
 
 class KnockoutSpec(_Strict):
     type: Literal["knockout"]
-    keys: list[int] = Field(default_factory=list, description="Key positions blocked for every (selected) query.")
-    edges: list[HeadPair] = Field(default_factory=list, description="Explicit (query, key) edges to block.")
-    queries: list[int] | None = Field(None, description="Restrict `keys` to these query rows.")
-    layers: list[int] | None = Field(None, description="Layers where it applies (default all).")
-    heads: list[int] | None = Field(None, description="Heads where it applies (default all).")
+    keys: list[Position] = Field(default_factory=list, description="Key positions blocked for every (selected) query.")
+    edges: list[Edge] = Field(default_factory=list, description="Explicit (query, key) edges to block.")
+    queries: list[Position] | None = Field(None, description="Restrict `keys` to these query rows.")
+    layers: list[LayerIndex] | None = Field(None, description="Layers where it applies (default all).")
+    heads: list[HeadIndex] | None = Field(None, description="Heads where it applies (default all).")
 
 
 class RemoveTopKeySpec(_Strict):
@@ -248,9 +288,9 @@ class AblateRequest(_Target):
     importance: Literal["ablation", "gradient"] | None = Field(
         None, description="Head importance over the texts (Michel et al. 2019): zero one head at a time, or "
                           "E|dL/d(head scale)|.")
-    labels: list[int] | None = Field(None, description="importance: one gold label (class / token id) per text; "
+    labels: list[TokenIndex] | None = Field(None, description="importance: one gold label (class / token id) per text; "
                                                         "default the unablated prediction.")
-    position: int | None = Field(None, description="interventions, language models: which position's next-token "
+    position: Position | None = Field(None, description="interventions, language models: which position's next-token "
                                                    "logits (default the last).")
 
 
@@ -292,7 +332,7 @@ class ProbeRequest(_Strict):
     direction: Literal["to", "from"] = Field("to", description="to: attention the other tokens pay to the group "
                                                                "word; from: attention from it to attribute_words.")
     attribute_words: list[str] | None = None
-    layers: list[int] | None = Field(None, description="Layers averaged (default all).", max_length=256)
+    layers: list[LayerIndex] | None = Field(None, description="Layers averaged (default all).", max_length=256)
 
 
 class ProbeSample(BaseModel):
@@ -361,10 +401,10 @@ class CounterfactualOut(BaseModel):
 class DropoutRequest(_Strict):
     text: str = Field(..., min_length=1)
     model: str | None = None
-    n_runs: int = Field(20, ge=2, description="Dropout runs (server limit: max_runs).")
+    n_runs: int = Field(20, ge=2, le=100_000, description="Dropout runs (server limit: max_runs).")
     p: float | None = Field(None, ge=0.0, lt=1.0, description="Attention dropout rate (default: the model's own).")
     which: Literal["used", "softmax"] = Field("used", description="Maps after (used) or before attention dropout.")
-    seed: int = 0
+    seed: Seed = 0
     include_maps: bool = Field(False, description="Also return mean/std/cv maps (layer, head, query, key); "
                                                   "limited by max_json_elements.")
 
