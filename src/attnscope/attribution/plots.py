@@ -9,22 +9,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..render.style import styled, subplots
 
 
 def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
@@ -33,16 +26,16 @@ def _norm(v: np.ndarray) -> np.ndarray:
     return v / m if m > 0 else v
 
 
+@styled
 def plot_explanation(expl, path, reference: str | None = None) -> Path:
     """Side by side: per method a bar per token (scaled to max |score| = 1 over the non-special tokens;
     special tokens are left out of the bars and scatters) and a
     scatter of that method against the reference (default ``attention``) with Spearman ρ / Kendall τ."""
-    plt = _plt()
     methods = list(expl.scores)
     ref = reference or ("attention" if "attention" in methods else methods[0])
     keep = ~np.asarray(expl.special, bool)
     n = len(methods)
-    fig, axes = plt.subplots(n, 2, figsize=(max(8.0, 0.45 * len(expl.tokens) + 4), 1.7 * n + 0.8),
+    fig, axes = subplots(n, 2, figsize=(max(8.0, 0.45 * len(expl.tokens) + 4), 1.7 * n + 0.8),
                              gridspec_kw={"width_ratios": [3.2, 1]}, squeeze=False)
     x = np.arange(len(expl.tokens))
     rows = {(r["a"], r["b"]): r for r in expl.agreement} | {(r["b"], r["a"]): r for r in expl.agreement}
@@ -73,13 +66,13 @@ def plot_explanation(expl, path, reference: str | None = None) -> Path:
     return _save(fig, path)
 
 
+@styled
 def plot_head_heatmap(values: np.ndarray, path, *, title: str = "head importance", layers: Sequence[int] | None = None,
                       heads: Sequence[int] | None = None, cmap: str = "viridis", label: str = "") -> Path:
     """A layer × head heatmap (rows = layers, columns = heads) with values written in small grids."""
-    plt = _plt()
     values = np.asarray(values, float)
     nl, nh = values.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * nh + 2), max(2.5, 0.4 * nl + 1.2)))
+    fig, ax = subplots(figsize=(max(4.0, 0.5 * nh + 2), max(2.5, 0.4 * nl + 1.2)))
     im = ax.imshow(values, cmap=cmap, aspect="auto")
     ax.set_xticks(range(nh))
     ax.set_xticklabels(list(heads) if heads is not None else range(nh), fontsize=8)
@@ -99,27 +92,31 @@ def plot_head_heatmap(values: np.ndarray, path, *, title: str = "head importance
     return _save(fig, path)
 
 
+@styled
 def plot_faithfulness(result, path) -> Path:
     """Deletion and insertion curves (target probability vs fraction of tokens removed / inserted)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = subplots(1, 2, figsize=(9, 3.9), layout="constrained")
     for ax, kind in zip(axes, ("deletion", "insertion")):
         for name, curve in result.curves[kind].items():
-            ax.plot(result.fractions, curve, marker="o", ms=3,
-                    label=f"{name} (AOPC {result.aopc[kind][name]:.3f})")
+            ax.plot(result.fractions, curve, marker="o", ms=3, label=name)
         ax.set_xlabel(f"fraction of tokens {'removed' if kind == 'deletion' else 'inserted'}")
         ax.set_ylabel("target probability")
         ax.set_title(kind, fontsize=10)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    # one legend below both panels (inside, it covered the curves), with each method's two AOPC values
+    handles = axes[0].get_lines()
+    names = list(result.curves["deletion"])
+    labels = [f"{n} (AOPC deletion {result.aopc['deletion'][n]:.3f}, insertion "
+              f"{result.aopc['insertion'].get(n, float('nan')):.3f})" for n in names]
+    fig.legend(handles, labels, loc="outside lower center", ncol=2 if len(names) > 3 else 1, fontsize=7,
+               frameon=False)
     return _save(fig, path)
 
 
+@styled
 def plot_bias(result, path) -> Path:
     """Box plot + points of the attention measured for each word group, with Welch's t and Hedges' g."""
-    plt = _plt()
     groups = list(result.values)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(groups) + 2), 3.8))
+    fig, ax = subplots(figsize=(max(4.0, 1.4 * len(groups) + 2), 3.8))
     data = [result.values[g] for g in groups]
     ax.boxplot(data, showfliers=False)
     ax.set_xticks(range(1, len(groups) + 1))
@@ -135,12 +132,12 @@ def plot_bias(result, path) -> Path:
     return _save(fig, path)
 
 
+@styled
 def plot_dropout(result, path, layer: int = -1) -> Path:
     """MC-dropout attention of one layer (heads averaged): mean, std, coefficient of variation, and the
     distribution of pairwise correlations between runs."""
-    plt = _plt()
     li = layer % result.mean.shape[0]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    fig, axes = subplots(1, 4, figsize=(15, 3.6))
     for ax, (name, m) in zip(axes[:3], (("mean", result.mean), ("std", result.std), ("CV", result.cv))):
         im = ax.imshow(m[li].mean(0), cmap="viridis")
         ax.set_title(f"{name} (layer {result.layers[li]}, heads averaged)", fontsize=9)
@@ -156,18 +153,26 @@ def plot_dropout(result, path, layer: int = -1) -> Path:
     return _save(fig, path)
 
 
+@styled
 def plot_token_effects(rows: Sequence[dict[str, Any]], path, *, title: str = "token interventions",
                        metrics: Sequence[str] = ("kl", "attention_mse")) -> Path:
     """Ranked horizontal bars of the effect of each word's intervention (one panel per metric)."""
-    plt = _plt()
     labels = [r["word"] for r in rows]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.35 * len(rows) + 1.5), squeeze=False)
+    fig, axes = subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.35 * len(rows) + 1.5), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         ax.barh(range(len(rows)), [r[m] for r in rows], color="#3b75af")
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_title(m, fontsize=9)
+        ax.set_title(METRIC_TITLES.get(m, m), fontsize=9)
+        # few ticks, with a shared power of ten (1e-5, …) beside the axis: long decimals overlapped
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3), useMathText=True)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+METRIC_TITLES = {"kl": "KL(original ‖ edited prediction)", "attention_mse": "attention change (MSE)",
+                 "attention_kl": "attention change (mean KL)", "prob_shift": "probability shift",
+                 "logit_diff": "logit change"}
