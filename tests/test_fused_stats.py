@@ -4,6 +4,12 @@ References: torch.softmax + attnscope.statistics.row_statistics on the same scor
 eager path, and the general (unfused) fast path.
 """
 
+import hashlib
+import os
+import subprocess
+import threading
+import time
+
 import pytest
 import torch
 
@@ -106,7 +112,7 @@ def test_build_is_cached_and_atomic(tmp_path):
     first = native.build(cc, tmp_path)
     mtime = first.stat().st_mtime_ns
     assert native.build(cc, tmp_path) == first and first.stat().st_mtime_ns == mtime  # reused, not rebuilt
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, first.name + ".sha256"]  # no temporary left
 
 
 def _sdpa_and_stats(query, key, value, mask, causal, names, key_offset=0, qpos0=0):
@@ -245,3 +251,175 @@ def test_kernel_wrapper_rejects_what_the_c_code_would_misread(kernel_fn):
     with pytest.raises(ValueError, match="mask must be uint8"):
         native.native_softmax_row_stats(kernel_fn, scores, 1.0, torch.ones(2, 4, dtype=torch.bool),
                                         torch.zeros(2, dtype=torch.int64), 0, None, rel, stats)
+
+
+# ---------------------------------------------------------------- the build cache: keyed, verified, private
+
+PLANTED_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((constructor)) static void planted(void)
+{
+    const char *p = getenv("ATTNSCOPE_TEST_PLANTED_MARKER");
+    FILE *f = p ? fopen(p, "w") : NULL;
+    if (f) { fputs("planted code ran", f); fclose(f); }
+}
+void attnscope_softmax_row_stats(void) {}
+"""
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A fresh ATTNSCOPE_CACHE for kernel(); its kernels/ directory (not created yet)."""
+    if native._compiler() is None:
+        pytest.fail("no C compiler")
+    monkeypatch.setenv("ATTNSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ATTNSCOPE_NATIVE", raising=False)
+    native.kernel.cache_clear()
+    yield tmp_path / "cache" / "kernels"
+    native.kernel.cache_clear()
+
+
+def _works(fn) -> bool:
+    """The loaded kernel computes a softmax row."""
+    x, stats = torch.tensor([[[0.0, 0.0]]]), torch.empty(1, 8)
+    native.native_softmax_row_stats(fn, x, 1.0, None, None, 0, None, torch.zeros(1), stats, threads=1)
+    return torch.equal(x, torch.tensor([[[0.5, 0.5]]]))
+
+
+def _no_kernel(match: str) -> None:
+    with pytest.warns(RuntimeWarning, match=match):
+        assert native.kernel() is None
+
+
+def test_cache_is_private_and_unsafe_directories_are_refused(own_cache):
+    assert _works(native.kernel())
+    assert own_cache.stat().st_mode & 0o777 == 0o700
+    own_cache.chmod(0o777)  # writable by others: anyone could plant a build
+    native.kernel.cache_clear()
+    _no_kernel("writable by group or others")
+    if os.geteuid() == 0:  # only root can give the directory away
+        own_cache.chmod(0o700)
+        os.chown(own_cache, 12345, 12345)
+        native.kernel.cache_clear()
+        _no_kernel("belongs to another user")
+
+
+def test_build_is_keyed_by_the_cpu(own_cache, monkeypatch):
+    cc = native._compiler()
+    mine = native.build(cc, own_cache)
+    monkeypatch.setattr(native, "cpu_id", lambda: "x86_64\nflags=sse sse2 avx512f")  # another machine's CPU
+    theirs = native.build(cc, own_cache)
+    assert theirs != mine and theirs.exists() and mine.exists()  # one build per CPU, never the other's
+    assert native.target_name(cc, native._FLAGS) != mine.name
+    monkeypatch.undo()
+    assert "flags=" in native.cpu_id() or not os.path.exists("/proc/cpuinfo")
+
+
+def test_tampered_build_is_rebuilt_never_loaded(own_cache):
+    cc = native._compiler()
+    target = native.build(cc, own_cache)
+    good = target.read_bytes()
+    target.write_bytes(good[:-64] + b"\xcc" * 64)  # same size, other bytes
+    with pytest.raises(RuntimeError, match="sha256"):
+        native.load(target)
+    with pytest.warns(RuntimeWarning, match="does not match the sha256"):
+        assert native.build(cc, own_cache) == target
+    assert native._verified(target) and target.read_bytes() != good[:-64] + b"\xcc" * 64
+    assert _works(native.kernel())
+
+
+@pytest.mark.parametrize("sidecar", ["none", "stale"])
+def test_planted_build_never_runs(own_cache, tmp_path, monkeypatch, sidecar):
+    """A foreign .so at the build's name (no record, or the record of the real build) is never loaded."""
+    cc = native._compiler()
+    own_cache.mkdir(parents=True, mode=0o700)
+    target = own_cache / native.target_name(cc, native._FLAGS + native.ARCH_FLAGS[0])
+    if sidecar == "stale":
+        native.build(cc, own_cache)
+    src = tmp_path / "planted.c"
+    src.write_text(PLANTED_C)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(target), str(src)], check=True)
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("ATTNSCOPE_TEST_PLANTED_MARKER", str(marker))
+    with pytest.warns(RuntimeWarning, match="does not match the sha256"):
+        fn = native.kernel()
+    assert not marker.exists()  # its constructor never ran
+    assert _works(fn)  # the real kernel, rebuilt in its place
+
+
+def test_fallbacks_no_compiler_bad_compiler_disabled(own_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTNSCOPE_NATIVE", "0")
+    assert native.kernel() is None  # disabled on purpose: no warning
+    monkeypatch.delenv("ATTNSCOPE_NATIVE")
+    native.kernel.cache_clear()
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc or clang
+    _no_kernel("no C compiler found")
+    for bad in ("/bin/false", str(tmp_path / "no-such-cc")):  # fails to compile / does not exist
+        monkeypatch.setenv("CC", bad)
+        native.kernel.cache_clear()
+        _no_kernel("statistics kernel unavailable")
+        assert not list(own_cache.glob("*.tmp"))  # a failed build leaves nothing behind
+
+
+def test_fallback_read_only_cache(own_cache, monkeypatch):
+    own_cache.mkdir(parents=True, mode=0o700)
+    own_cache.chmod(0o500)
+    try:
+        if os.geteuid() == 0:  # root writes anywhere: make the directory refuse as it would a user
+            def refuse(*a, **k):
+                raise PermissionError(13, "Permission denied", str(own_cache))
+            monkeypatch.setattr(native.tempfile, "mkstemp", refuse)
+        _no_kernel("Permission denied")
+        monkeypatch.undo()
+        own_cache.chmod(0o700)
+        native.build(native._compiler(), own_cache)
+        own_cache.chmod(0o500)
+        native.kernel.cache_clear()
+        assert _works(native.kernel())  # a verified build in a read-only cache still loads
+    finally:
+        own_cache.chmod(0o700)
+
+
+def test_fallback_corrupt_build_with_matching_record(own_cache):
+    """A file that is not a shared library, recorded as built: dlopen fails, statistics fall back."""
+    cc = native._compiler()
+    own_cache.mkdir(parents=True, mode=0o700)
+    target = own_cache / native.target_name(cc, native._FLAGS + native.ARCH_FLAGS[0])
+    target.write_bytes(b"not an ELF file")
+    (own_cache / (target.name + ".sha256")).write_text(hashlib.sha256(b"not an ELF file").hexdigest())
+    _no_kernel("statistics kernel unavailable")
+    assert not fused.applies(torch.zeros(1, 1, 2, 4), None, 0.0, False, {})
+
+
+def test_stale_temporary_files_are_removed(own_cache):
+    own_cache.mkdir(parents=True, mode=0o700)
+    old, fresh = own_cache / "row_stats-x.so.abc.tmp", own_cache / "row_stats-x.so.def.tmp"
+    for p in (old, fresh):
+        p.write_bytes(b"half a build")
+    os.utime(old, (time.time() - 2 * native.STALE_TEMP_SECONDS,) * 2)
+    native.build(native._compiler(), own_cache)
+    assert not old.exists() and fresh.exists()  # a build still running elsewhere keeps its file
+
+
+def test_row_pool_follows_torch_threads():
+    """The pool is sized by torch.get_num_threads() at each call (the CLI's --threads sets it)."""
+    calls = []
+
+    def fake(ptr, r0, r1, *rest):
+        calls.append((r0, r1, threading.current_thread().name))
+
+    scores, stats, rel = torch.zeros(1, 12, 4), torch.empty(12, 8), torch.zeros(12)
+    before = torch.get_num_threads()
+    try:
+        for n in (3, 1, 2):
+            torch.set_num_threads(n)
+            calls.clear()
+            native.native_softmax_row_stats(fake, scores, 1.0, None, None, 0, None, rel, stats)
+            assert sorted(c[:2] for c in calls) == [(12 * t // n, 12 * (t + 1) // n) for t in range(n)]
+            if n > 1:
+                assert native._pool_state["pool"]._max_workers == n  # the pool this call used
+                assert all(c[2].startswith("attnscope-rows") for c in calls)
+    finally:
+        torch.set_num_threads(before)

@@ -1,14 +1,28 @@
-"""The compiled row kernel of statistics mode (``row_stats.c``): build, cache, load, call.
+"""The compiled row kernel of statistics mode (``row_stats.c``): build, cache, verify, load, call.
 
 The kernel turns a block of raw scores into probabilities in place and returns every row's
 statistics in four passes over the row while it is in cache (see the C file). It is built on first
-use with the system C compiler into ``$ATTNSCOPE_CACHE/kernels/`` (a file named by the hash of the
-source, the flags and the compiler), then loaded with ctypes. A ctypes call releases the GIL, so row
-ranges run in parallel on Python threads, as many as ``torch.get_num_threads()``.
+use with the system C compiler and loaded with ctypes. A ctypes call releases the GIL, so row ranges
+run in parallel on a pool of ``torch.get_num_threads()`` Python threads, read at each call.
 
-Without a C compiler, or with ``ATTNSCOPE_NATIVE=0``, :func:`kernel` returns None and statistics mode
-takes the general path (SDPA for the output, statistics recomputed from the scores with torch
-operations): the same numbers, at several times the cost (``benchmarks/bench_fused.py``).
+The build cache, ``$ATTNSCOPE_CACHE/kernels/``:
+
+- a build is named by the hash of the source, the flags, the compiler's ``--version`` and the CPU
+  (architecture, vendor, model and feature flags from ``/proc/cpuinfo``): a cache shared between
+  machines (a shared home on a cluster) holds one build per CPU, and a build made for another CPU's
+  instructions is never loaded;
+- the build's sha256 is written next to it (``<name>.so.sha256``, both files written atomically) and
+  checked before loading; a file that fails the check (tampered, corrupt, planted without a matching
+  record) is never loaded: it is rebuilt;
+- the directory is created 0700; one owned by another user or writable by group or others is refused;
+- temporary files of a failed build are removed, those of a killed build once they are older than
+  ``STALE_TEMP_SECONDS``.
+
+Whenever the kernel cannot be used (``ATTNSCOPE_NATIVE=0``, no compiler, a compiler that fails, an
+unusable cache directory, a file that will not load) :func:`kernel` warns (except for
+``ATTNSCOPE_NATIVE=0``) and returns None, and statistics mode takes the general path (SDPA for the
+output, statistics recomputed from the scores with torch operations): the same numbers, at several
+times the cost (``benchmarks/bench_fused.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +31,13 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
+import stat
 import subprocess
 import tempfile
+import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +52,10 @@ KERNEL_STATS = ("entropy", "max", "argmax", "sparsity", "effective_positions", "
 # -ffast-math it does not link crtfastmath.o, which would switch the whole process to flush-to-zero.
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
           "-fassociative-math", "-ffinite-math-only"]
-_ARCH_FLAGS = (["-march=native"], [])  # the first that compiles is used
+ARCH_FLAGS = (["-march=native"], [])  # the first that compiles is used
+STALE_TEMP_SECONDS = 600  # a build takes about a second; older temporary files belong to a killed one
+_CPUINFO_KEYS = ("vendor_id", "cpu family", "model", "model name", "flags",  # x86
+                 "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "Features")  # arm
 
 
 def _cache_dir() -> Path:
@@ -54,44 +75,128 @@ def _compiler_id(cc: str) -> str:
         return cc
 
 
-def build(cc: str, out_dir: Path) -> Path:
-    """Compile the kernel with ``cc`` into ``out_dir`` (atomically; reused when already there)."""
-    source = SOURCE.read_bytes()
+@functools.cache
+def cpu_id() -> str:
+    """What a ``-march=native`` build depends on: the architecture and the first CPU's vendor, model and
+    feature flags (``/proc/cpuinfo``; ``platform.processor()`` where there is none)."""
+    parts = [platform.machine()]
+    try:
+        fields: dict[str, str] = {}
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            key = key.strip()
+            if sep and key in _CPUINFO_KEYS and key not in fields:
+                fields[key] = " ".join(value.split())
+        parts += [f"{k}={fields[k]}" for k in _CPUINFO_KEYS if k in fields]
+    except OSError:
+        parts.append(platform.processor())
+    return "\n".join(parts)
+
+
+def _check_private_dir(path: Path) -> None:
+    """Create ``path`` 0700 if missing; refuse one that another user owns or that group/others can write."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeError(f"kernel cache {path} is not a directory")
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise RuntimeError(f"kernel cache {path} belongs to another user (uid {st.st_uid}): not used; "
+                           f"set ATTNSCOPE_CACHE to a directory of your own")
+    if st.st_mode & 0o022:
+        raise RuntimeError(f"kernel cache {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}): "
+                           f"not used; run chmod 700 {path}")
+
+
+def _remove_stale_temps(directory: Path, older_than: float = STALE_TEMP_SECONDS) -> None:
+    """Delete temporary files of builds that were killed (``*.tmp`` older than ``older_than`` seconds)."""
+    now = time.time()
+    for p in directory.glob("*.tmp"):
+        try:
+            if now - p.lstat().st_mtime > older_than:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sidecar(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _recorded_sha(target: Path) -> str | None:
+    try:
+        return _sidecar(target).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _verified(target: Path) -> bool:
+    """Whether ``target`` exists and its sha256 is the one recorded when it was built."""
+    try:
+        data = target.read_bytes()
+    except OSError:
+        return False
+    return _recorded_sha(target) == _sha256(data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)  # a concurrent reader sees the old file or the whole new one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def target_name(cc: str, flags: list[str]) -> str:
+    """The cache file name of a build: a hash of source, flags, compiler and CPU."""
+    key = SOURCE.read_bytes() + "\0".join(flags).encode() + _compiler_id(cc).encode() + cpu_id().encode()
+    return f"row_stats-{_sha256(key)[:16]}.so"
+
+
+def build(cc: str, out_dir: Path, arch_flags: tuple[list[str], ...] = ARCH_FLAGS) -> Path:
+    """Compile the kernel with ``cc`` into ``out_dir``, or reuse a build there whose sha256 matches the
+    one recorded when it was built; returns its path. Raises RuntimeError (compiler errors, an unsafe
+    directory) or OSError (a directory it cannot write)."""
+    _check_private_dir(out_dir)
+    _remove_stale_temps(out_dir)
     errors = []
-    for arch in _ARCH_FLAGS:
+    for arch in arch_flags:
         flags = _FLAGS + arch
-        digest = hashlib.sha256(source + " ".join(flags).encode() + _compiler_id(cc).encode()).hexdigest()[:16]
-        target = out_dir / f"row_stats-{digest}.so"
+        target = out_dir / target_name(cc, flags)
+        if _verified(target):
+            return target
         if target.exists():
-            return target
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+            warnings.warn(f"attnscope: {target} does not match the sha256 recorded when it was built; "
+                          f"not loaded, rebuilt", RuntimeWarning, stacklevel=3)
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=out_dir)
         os.close(fd)
-        proc = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True, timeout=120)
-        if proc.returncode == 0:
-            os.replace(tmp, target)  # atomic: a concurrent process sees the old state or the whole file
-            return target
-        os.unlink(tmp)
-        errors.append(f"{cc} {' '.join(flags)}: {proc.stderr.strip()[-500:]}")
+        try:
+            proc = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
+                                  timeout=120)
+            if proc.returncode == 0:
+                data = Path(tmp).read_bytes()
+                os.replace(tmp, target)  # atomic: a concurrent process sees the old state or the whole file
+                _write_atomic(_sidecar(target), (_sha256(data) + "\n").encode())
+                return target
+            errors.append(f"{cc} {' '.join(flags)}: {proc.stderr.strip()[-500:]}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     raise RuntimeError("could not compile the statistics kernel:\n" + "\n".join(errors))
 
 
-@functools.cache
-def kernel():
-    """The loaded C function, or None (no compiler, a failed build, or ``ATTNSCOPE_NATIVE=0``)."""
-    if os.environ.get("ATTNSCOPE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    cc = _compiler()
-    if cc is None:
-        warnings.warn("attnscope: no C compiler found (set CC or install gcc): statistics mode takes the slower "
-                      "general path", RuntimeWarning, stacklevel=2)
-        return None
-    try:
-        lib = ctypes.CDLL(str(build(cc, _cache_dir())))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        warnings.warn(f"attnscope: statistics kernel unavailable, statistics mode takes the slower general path "
-                      f"({exc})", RuntimeWarning, stacklevel=2)
-        return None
+def load(path: Path):
+    """The kernel's C function from a build, after checking its sha256 against the one recorded when it
+    was built (the directory is the user's own, so nobody else can swap the file in between)."""
+    if not _verified(path):
+        raise RuntimeError(f"{path} does not match the sha256 recorded when it was built; not loaded")
+    lib = ctypes.CDLL(str(path))
     fn = lib.attnscope_softmax_row_stats
     ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     fn.argtypes = [ptr, i64, i64, i64, i64, f32, ptr, ptr, i64, ptr, ptr, ptr]
@@ -100,9 +205,47 @@ def kernel():
 
 
 @functools.cache
-def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    """One pool per process: a forked child does not inherit the parent's worker threads."""
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attnscope-rows")
+def kernel():
+    """The loaded C function, or None (``ATTNSCOPE_NATIVE=0``, no compiler, a failed build, an unusable
+    cache directory, a file that does not load)."""
+    if os.environ.get("ATTNSCOPE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    cc = _compiler()
+    if cc is None:
+        warnings.warn("attnscope: no C compiler found (set CC or install gcc): statistics mode takes the slower "
+                      "general path", RuntimeWarning, stacklevel=2)
+        return None
+    try:
+        return load(build(cc, _cache_dir()))
+    except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as exc:
+        warnings.warn(f"attnscope: statistics kernel unavailable, statistics mode takes the slower general path "
+                      f"({exc})", RuntimeWarning, stacklevel=2)
+        return None
+
+
+_pool_lock = threading.Lock()
+_pool_state: dict = {"key": None, "pool": None}
+
+
+def _reset_pool_in_child() -> None:
+    global _pool_lock
+    _pool_lock = threading.Lock()  # another thread may have held it at the fork
+    _pool_state.update(key=None, pool=None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pool_in_child)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's row pool, of ``workers`` threads: replaced when the thread count changes (it follows
+    ``torch.set_num_threads``) and in a forked child (which does not inherit the parent's threads)."""
+    key = (workers, os.getpid())
+    with _pool_lock:
+        if _pool_state["key"] != key:  # the old pool's idle threads end once nothing refers to it
+            _pool_state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attnscope-rows")
+            _pool_state["key"] = key
+        return _pool_state["pool"]
 
 
 def _expect(t: torch.Tensor | None, dtype: torch.dtype, name: str, shape: tuple[int, ...] | None = None) -> None:
@@ -129,6 +272,7 @@ def native_softmax_row_stats(fn, scores: torch.Tensor, scale: float, mask: torch
     key_end: (bq,) int64, query i attends to keys < key_end[i] (causal), or None.
     rel_pos: (bq,) float32, query position minus the position of key column 0.
     stats: (G * bq, 8) float32 output, columns ``KERNEL_STATS``.
+    threads: row ranges run in parallel (default ``torch.get_num_threads()`` at this call).
     """
     g, bq, nk = scores.shape
     rows = g * bq
@@ -143,13 +287,13 @@ def native_softmax_row_stats(fn, scores: torch.Tensor, scale: float, mask: torch
         if mask.dtype != torch.uint8:
             raise ValueError(f"attnscope kernel: mask must be uint8, got {mask.dtype}")
     args = (scale, _ptr(mask), _ptr(pair_offsets), mask_row_stride, _ptr(key_end), _ptr(rel_pos), _ptr(stats))
-    threads = max(1, min(threads or torch.get_num_threads(), rows))
-    if threads == 1:
+    workers = max(1, threads or torch.get_num_threads())
+    parts = min(workers, rows)
+    if parts == 1:
         fn(scores.data_ptr(), 0, rows, bq, nk, *args)
         return
-    bounds = [rows * t // threads for t in range(threads + 1)]
-    pool = _pool(threads, os.getpid())
-    futures = [pool.submit(fn, scores.data_ptr(), bounds[t], bounds[t + 1], bq, nk, *args)
-               for t in range(threads)]
+    bounds = [rows * t // parts for t in range(parts + 1)]
+    pool = _pool(workers)
+    futures = [pool.submit(fn, scores.data_ptr(), bounds[t], bounds[t + 1], bq, nk, *args) for t in range(parts)]
     for f in futures:
         f.result()
