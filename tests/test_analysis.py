@@ -304,3 +304,46 @@ def test_projection_over_many_traces(method):
     if method == "tsne":
         single = run_analysis("head_projection", encoder_trace(), method=method)
         assert single.labels[5] == "L1H1"
+
+
+# ---------------------------------------------------------------- calling convention and bad parameters
+def test_run_analysis_positional_second_trace():
+    a, b = encoder_trace(seed=0), encoder_trace(seed=5)
+    positional = run_analysis("compare", a, b)
+    by_name = run_analysis("compare", a, other=b)
+    np.testing.assert_array_equal(positional.difference, by_name.difference)
+    np.testing.assert_allclose(positional.difference, a.weights().double().numpy() - b.weights().double().numpy())
+    with pytest.raises(InputError, match="takes the trace, then"):
+        run_analysis("compare", a, b, None, "position", "extra")
+    with pytest.raises(InputError, match="takes the trace, then"):
+        run_analysis("compare", a, b, other=b)  # other given twice
+
+
+@pytest.mark.parametrize("name, params, match", [
+    ("flow", {"outputs": "x"}, "outputs must be token positions"),
+    ("flow", {"outputs": [0, 99]}, "position 99 is outside the sequence of 8 tokens"),
+    ("flow", {"outputs": []}, "outputs must be token positions"),
+    ("flow", {"residual": "abc"}, r"residual must be a number in \[0.0, 1.0\]"),
+    ("distance_profile", {"max_distance": -5}, "max_distance .* must be an integer >= 1"),
+    ("distance_profile", {"max_distance": 2.5}, "max_distance"),
+    ("compare", {"other": "x"}, "other .* must be an AttentionTrace"),
+    ("attention_graph", {"threshold": "x"}, "threshold must be a number"),
+    ("attention_graph", {"threshold": float("nan")}, "threshold must be a number"),
+    ("head_projection", {"seed": -1}, "seed must be an integer"),
+    ("head_projection", {"perplexity": -1}, "perplexity must be a number"),
+    ("head_projection", {"others": ["x"]}, r"others\[0\] must be an AttentionTrace"),
+])
+def test_bad_parameters_are_input_errors(name, params, match):
+    with pytest.raises(InputError, match=match) as e:
+        run_analysis(name, causal_trace(words=[f"w{i}" for i in range(8)]), **params)
+    assert "\n" not in str(e.value)
+
+
+def test_flow_accepts_one_int_output_and_negative_positions():
+    t = encoder_trace()
+    n = len(t.tokens["input"])
+    one = run_analysis("flow", t, outputs=0)
+    last = run_analysis("flow", t, outputs=[-1])
+    full = run_analysis("flow", t)
+    np.testing.assert_allclose(one.values[0, 0], full.values[0, 0])
+    np.testing.assert_allclose(last.values[0, 0], full.values[0, n - 1])

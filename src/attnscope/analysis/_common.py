@@ -65,3 +65,56 @@ def is_delimiter(text: str, special: bool) -> bool:
     if not t:
         return False
     return all(unicodedata.category(c).startswith("P") for c in t)
+
+
+# ---------------------------------------------------------------------------- parameter checks
+# Analyses are called from Python, the CLI and the REST API with user values: a wrong type or an
+# out-of-range number is an InputError that names the parameter and what to pass.
+def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an int within [lo, hi] (bools and floats are refused)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+            (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None else ""
+        raise InputError(f"{name} must be an integer{rng}, got {value!r}")
+    return int(value)
+
+
+def check_number(name: str, value, lo: float | None = None, hi: float | None = None) -> float:
+    """``value`` as a finite float within [lo, hi]."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or \
+            (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None else ""
+        raise InputError(f"{name} must be a number{rng}, got {value!r}")
+    return float(value)
+
+
+def check_trace(name: str, value):
+    """``value`` if it is an AttentionTrace (load a file with ``AttentionTrace.load(path)``)."""
+    from ..trace import AttentionTrace
+
+    if not isinstance(value, AttentionTrace):
+        raise InputError(f"{name} must be an AttentionTrace (capture one, or AttentionTrace.load(path)), "
+                         f"got {type(value).__name__}")
+    return value
+
+
+def check_positions(name: str, value, n: int) -> list[int]:
+    """Token positions (one int or a list of ints) within a sequence of ``n`` tokens; negative counts from the end."""
+    import numbers
+
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, range, np.ndarray)) or len(value) == 0:
+        raise InputError(f"{name} must be token positions: a non-empty list of ints (e.g. [0] for the first token), "
+                         f"got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not -n <= v < n:
+            raise InputError(f"{name}: position {v!r} is outside the sequence of {n} tokens (0..{n - 1})")
+        out.append(int(v) % n)
+    return out

@@ -7,7 +7,7 @@ import difflib
 import numpy as np
 
 from ..errors import InputError, UnknownNameError
-from ._common import maps, token_labels
+from ._common import check_trace, maps, token_labels
 from .registry import register_analysis
 from .results import HeadScores, TraceComparison
 
@@ -45,7 +45,7 @@ def compare(trace, other=None, stream: str | None = None, align: str = "position
     """
     if align not in ALIGNS:
         raise UnknownNameError("alignment", align, ALIGNS)
-    other = trace if other is None else other
+    other = trace if other is None else check_trace("other (the second trace)", other)
     s, wa = maps(trace, stream)
     s_b = s if s in other.streams else None
     _, wb = maps(other, s_b)

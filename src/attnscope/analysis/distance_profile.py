@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import maps, query_offset, relative_distance, require_square
+from ._common import check_int, maps, query_offset, relative_distance, require_square
 from .registry import register_analysis
 from .results import Curves
 
@@ -25,6 +25,7 @@ def distance_profile(trace, stream: str | None = None, max_distance: int = 32) -
     figures leave out distances with fewer than ``meta["min_queries"]`` of them.
     """
     s = require_square(trace, stream, "distance_profile")
+    max_distance = check_int("max_distance (the longest query-key distance, in tokens)", max_distance, 1)
     _, w = maps(trace, s)  # (L, H, N, N)
     n = w.shape[-1]
     causal = bool(trace.meta.get("causal", {}).get(s, False))

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ._common import allowed, fuse_heads, maps, require_square, token_labels
+from ._common import allowed, check_number, check_positions, fuse_heads, maps, require_square, token_labels
 from .registry import register_analysis
 from .results import TokenMaps
 from .rollout import residual_attention
@@ -93,19 +93,21 @@ def flow(trace, stream: str | None = None, head_fusion: str = "mean", residual: 
     ``Â_l[i, j]``, the head-fused attention with the residual term (as in rollout). The flow from
     output i to input j is the maximum flow between those nodes. As in the authors' code each
     output's row is normalised to sum to 1 (``normalize``); the raw flow values are in
-    ``meta["raw"]``. ``outputs`` restricts the rows (e.g. ``[0]`` for [CLS]) — the cost is one
-    max-flow per (output, input) pair.
+    ``meta["raw"]``. ``outputs`` restricts the rows to these token positions (a list of
+    ints or one int, e.g. ``[0]`` for [CLS]) — the cost is one max-flow per (output, input) pair.
 
     Speed: the values are exactly the per-pair max-flows (not a joint flow to a super-sink, whose
     split among inputs is not unique and differs from the per-pair values), computed with scipy's
     compiled Dinic on integer-scaled capacities (2^30), ~1000× faster than networkx Edmonds–Karp.
     """
     s = require_square(trace, stream, "flow")
+    residual = check_number("residual", residual, 0.0, 1.0)
     layers = list(trace.layers[s])
     if layers != list(range(layers[0], layers[0] + len(layers))):
         raise InputError(f"flow needs consecutive layers; this trace holds layers {layers}")
     _, w = maps(trace, s)  # (L, H, N, N)
     n = w.shape[-1]
+    outputs = None if outputs is None else check_positions("outputs", outputs, n)
     a = residual_attention(fuse_heads(w, head_fusion), residual, 0.0, allowed(trace, s, n, n))  # (L, N, N)
     raw = flow_values(a, outputs)  # (outputs, N)
     vals = raw

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import maps, require_square, token_labels
+from ._common import check_int, check_number, maps, require_square, token_labels
 from .registry import register_analysis
 from .results import GraphResult, TokenScores
 
@@ -61,6 +61,9 @@ def attention_graph(trace, stream: str | None = None, layer: int = -1, head: int
     measures as defined by Freeman 1977 (betweenness) and Bonacich 1972 (eigenvector).
     """
     s = require_square(trace, stream, "attention_graph")
+    threshold = check_number("threshold", threshold, 0.0, 1.0)
+    layer = check_int("layer", layer)
+    head = None if head is None else check_int("head", head)
     sub = trace.sel(layer=layer, head=head, stream=s)
     _, w = maps(sub, s)  # (1, H, N, N)
     a = w[0].mean(0)  # (N, N)

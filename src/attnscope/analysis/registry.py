@@ -95,15 +95,29 @@ def explain(name: str) -> str:
     return inspect.cleandoc(get_analysis(name).__doc__ or "")
 
 
-def run_analysis(name: str, trace: Any, **params: Any) -> Any:
-    """Run analysis ``name`` on ``trace`` with keyword ``params`` (unknown parameters are an error)."""
+def run_analysis(name: str, trace: Any, *args: Any, **params: Any) -> Any:
+    """Run analysis ``name`` on ``trace``: the call is ``func(trace, *args, **params)``.
+
+    Positional arguments after the trace fill the analysis's parameters in the order of its
+    signature (for ``compare`` the first is ``other``, the second trace: ``run_analysis("compare",
+    a, b)``); keyword arguments go by name. :func:`analysis_info` ``(name).params`` lists the
+    parameters. An unknown parameter name or too many positional arguments is an
+    :class:`~attnscope.errors.InputError` that lists the valid parameters.
+    """
     info = analysis_info(name)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(info.func).parameters.values())
+    sig = inspect.signature(info.func)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    valid = list(info.params) or ["(none)"]
     if not accepts_any:
         for p in params:
             if p not in info.params:
-                raise UnknownNameError(f"parameter of analysis {name!r}", p, list(info.params) or ["(none)"])
-    return info.func(trace, **params)
+                raise UnknownNameError(f"parameter of analysis {name!r}", p, valid)
+    try:
+        sig.bind(trace, *args, **params)
+    except TypeError as e:
+        raise InputError(f"analysis {name!r} takes the trace, then {', '.join(valid)} ({e}); pass parameters by "
+                         f"name, e.g. run_analysis({name!r}, trace, {valid[0]}=…)") from None
+    return info.func(trace, *args, **params)
 
 
 def _ensure_loaded() -> None:
