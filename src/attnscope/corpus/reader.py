@@ -9,13 +9,16 @@ pipeline can write it to the errors file. ``row`` is the 0-based position of the
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Literal, get_args
 
+from .._optional import require
 from ..errors import InputError
 
 Format = Literal["txt", "jsonl", "csv", "parquet"]
@@ -23,7 +26,10 @@ FORMATS: tuple[str, ...] = get_args(Format)
 _SUFFIXES = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
              ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
-__all__ = ["Record", "FORMATS", "detect_format", "read_records", "read_stream", "count_records"]
+__all__ = ["Record", "FORMATS", "detect_format", "read_records", "read_stream", "count_records", "check_input",
+           "fingerprint"]
+
+PREVIEW_ROWS = 100  # rows check_input reads before a run creates anything
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ def _csv(stream: BinaryIO, text_field: str, id_field: str | None, delimiter: str
 
 
 def _parquet(path: Path, text_field: str, id_field: str | None) -> Iterator[Record]:
-    import pyarrow.parquet as pq
+    pq = require("pyarrow.parquet", "corpus", "reading a Parquet corpus")
 
     f = pq.ParquetFile(path)
     names = f.schema_arrow.names
@@ -186,7 +192,7 @@ def count_records(path: str | Path, fmt: str | None = None, delimiter: str | Non
     fmt = detect_format(path, fmt)
     p = Path(path)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
+        pq = require("pyarrow.parquet", "corpus", "reading a Parquet corpus")
 
         return pq.ParquetFile(p).metadata.num_rows
     if fmt == "csv":
@@ -202,3 +208,85 @@ def _first_csv_column(p: Path, delimiter: str | None) -> str:
     with open(p, encoding="utf-8", errors="surrogateescape", newline="") as f:
         header = next(csv.reader(f, delimiter=delimiter or ","), [""])
     return header[0] if header else ""
+
+
+def _open_error(p: Path, e: OSError) -> InputError:
+    return InputError(f"cannot read the corpus file {p}: {e.strerror or e}")
+
+
+def check_input(path: str | Path, fmt: str | None = None, text_field: str = "text", id_field: str | None = None,
+                rows: int = PREVIEW_ROWS) -> str:
+    """Check a corpus file before a run creates anything; returns its format.
+
+    The file must exist, be readable and be of a known format; a CSV or Parquet file must have the text
+    column (and the id column, if one is named); and its first ``rows`` rows must not all be bad (which
+    means a wrong ``--format`` or ``--text-field``, not a few bad rows). In a JSON-lines file at least one
+    of those rows must have the id field, if one is named. ``"-"`` (stdin) cannot be read twice: only
+    the format is checked.
+    """
+    if str(path) == "-":
+        return detect_format(path, fmt)
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"corpus file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"{p} is not a file; pass a corpus file (.txt, .jsonl, .csv, .parquet)")
+    fmt = detect_format(path, fmt)
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise _open_error(p, e) from None
+    if fmt == "parquet":
+        pa = require("pyarrow", "corpus", "reading a Parquet corpus")
+        pq = require("pyarrow.parquet", "corpus", "reading a Parquet corpus")
+        try:
+            names = pq.ParquetFile(p).schema_arrow.names
+        except (pa.ArrowException, OSError) as e:
+            raise InputError(f"{p} is not a readable Parquet file ({type(e).__name__}); pass --format if it is "
+                             "another format") from None
+        if id_field and id_field not in names:
+            raise InputError(f"{p} has no column {id_field!r} (columns: {', '.join(names)}); pass --id-field")
+    elif fmt == "csv":
+        delimiter = "\t" if p.suffix.lower() == ".tsv" else ","
+        with open(p, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            header = next(csv.reader(f, delimiter=delimiter), [])
+        if id_field and header and id_field not in header:
+            raise InputError(f"the CSV file has no column {id_field!r} (columns: {', '.join(header)}); "
+                             "pass --id-field")
+    elif fmt == "jsonl" and id_field:
+        objects = []
+        with open(p, "rb") as f:
+            for _, raw in zip(range(rows), f):
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    objects.append(obj)
+        if objects and not any(id_field in o for o in objects):
+            raise InputError(f"none of the first {len(objects)} rows of {p} has the id field {id_field!r} "
+                             f"(fields: {', '.join(map(str, objects[0]))}); pass --id-field")
+    try:
+        first = [r for _, r in zip(range(rows), read_records(p, fmt, text_field, id_field))]
+    except csv.Error as e:
+        raise InputError(f"{p} is not readable as CSV ({e}); pass --format if it is another format") from None
+    if first and all(r.error is not None for r in first):
+        raise InputError(f"the first {len(first)} rows of {p} are all rejected (row 0: {first[0].error}); "
+                         "check --format and --text-field")
+    return fmt
+
+
+def fingerprint(path: str | Path, chunk: int = 1 << 20) -> dict:
+    """Size, modification time and BLAKE2b hash of a file's bytes, read in 1 MiB chunks: what a resumed run
+    compares to know that its input has not changed."""
+    p = Path(path)
+    h = hashlib.blake2b(digest_size=32)
+    try:
+        st = os.stat(p)
+        with open(p, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as e:
+        raise _open_error(p, e) from None
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "blake2b": h.hexdigest()}

@@ -6,7 +6,9 @@ each written to a temporary file and moved into place with ``os.replace`` — so
 exists only when the shard is complete, and a run killed at any point leaves only whole shards. A
 restarted run skips them, computes the rest, then merges all shards in input order into the outputs
 (each again written atomically) and removes the parts directory. ``manifest.json`` records the
-settings; resuming with different ones is refused.
+settings and a fingerprint of the input (size, modification time, BLAKE2b hash of its bytes); resuming
+with other settings or a changed input is refused. A temporary file left by a kill (``.<name>.*.tmp``
+beside an output or in the parts directory) is removed by the next run.
 """
 
 from __future__ import annotations
@@ -19,13 +21,26 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from .._optional import lazy_module
 from ..errors import InputError
 from .stats import HEAD_STATS
 
-__all__ = ["atomic_path", "write_bytes_atomic", "stats_schema", "stats_table", "PartsDir"]
+pa = lazy_module("pyarrow", "corpus", "corpus shards (Parquet)")
+pq = lazy_module("pyarrow.parquet", "corpus", "corpus shards (Parquet)")
+
+__all__ = ["atomic_path", "write_bytes_atomic", "stats_schema", "stats_table", "PartsDir", "remove_stale_temps",
+           "file_mode"]
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the process umask (0o666 & ~umask): mkstemp's files are 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
 
 
 @contextmanager
@@ -33,16 +48,30 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``target``; on success it is fsync'ed and ``os.replace``d onto ``target``."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` leaves beside ``target`` when killed; returns them."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    prefix = _temp_prefix(target)
+    stale = [p for p in target.parent.iterdir()
+             if p.name.startswith(prefix) and p.name.endswith(".tmp") and p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
@@ -100,20 +129,61 @@ class PartsDir:
             return []
         return sorted(int(p.name[6:12]) for p in self.path.glob("shard-*.parquet"))
 
-    def open(self, manifest: dict[str, Any]) -> None:
-        """Create the directory or check that an existing one was made with the same settings."""
-        mpath = self.path / "manifest.json"
-        if mpath.is_file():
-            old = json.loads(mpath.read_text())
-            if old != manifest:
-                diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-                raise InputError(
-                    f"{self.path} holds shards of an unfinished run with different settings ({', '.join(diff)}); "
-                    "rerun with the same settings to resume, or delete that directory to start over"
-                )
-            return
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    def check(self, manifest: dict[str, Any], ignore: Sequence[str] = ()) -> bool:
+        """Whether an unfinished run can be resumed (True) or there is none (False); an InputError if its
+        settings (but the keys in ``ignore``) or its input differ from ``manifest``. Writes nothing.
+
+        The input is the same if its size and content hash are: a file rewritten with the same bytes (a new
+        modification time only) is resumed.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path} exists and is not a directory; move it away (it is where the shards "
+                             "of a run go)")
+        if not self.manifest_path.is_file():
+            return False
+        try:
+            old = json.loads(self.manifest_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            old = {}
+        start_over = f"rerun with --overwrite to start over (its shards are discarded), or delete {self.path}"
+        if not isinstance(old, dict) or old.get("schema") != manifest.get("schema"):
+            raise InputError(f"{self.path} holds shards of an unfinished run written by another version; {start_over}")
+        keys = (set(old) | set(manifest)) - set(ignore) - {"input"}
+        diff = sorted(k for k in keys if old.get(k) != manifest.get(k))
+        if diff:
+            raise InputError(f"{self.path} holds shards of an unfinished run with different settings "
+                             f"({', '.join(diff)}); rerun with the same settings to resume, or {start_over}")
+        a, b = old.get("input") or {}, manifest.get("input") or {}
+        if a.get("path") == "-" or b.get("path") == "-":
+            raise InputError(f"{self.path} holds shards of an unfinished run that read stdin, which cannot be "
+                             f"read again; {start_over}")
+        if (a.get("path"), a.get("size"), a.get("blake2b")) != (b.get("path"), b.get("size"), b.get("blake2b")):
+            what = "is another file" if a.get("path") != b.get("path") else "changed"
+            raise InputError(f"the input {b.get('path')} {what} since the unfinished run in {self.path} began "
+                             f"(its shards would mix two inputs); {start_over}")
+        return True
+
+    def open(self, manifest: dict[str, Any]) -> bool:
+        """Create the directory and manifest, or check that an existing one matches (see :meth:`check`).
+        Returns whether a run is resumed."""
+        if self.check(manifest):
+            return True
         self.path.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(mpath, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        write_bytes_atomic(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        return False
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete temporary files a killed run left in the directory (they never count as shards)."""
+        if not self.exists():
+            return []
+        stale = [p for p in self.path.glob(".*.tmp") if p.is_file() and not p.is_symlink()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     def write_shard(self, index: int, table: pa.Table, errors: list[dict[str, Any]]) -> None:
         """Errors first, then the table: the table's presence marks the shard as complete."""
