@@ -67,5 +67,9 @@ def corpus(
                      progress=progress and input != "-", overwrite=overwrite, keep_parts=keep_parts,
                      statistics=statistics)
     resumed = f" ({res.shards_resumed} shards resumed)" if res.shards_resumed else ""
+    if res.n_duplicates:
+        more = ", …" if res.n_duplicates > 5 else ""
+        resumed += (f"\n  {res.n_duplicates} rows skipped for a duplicate id (in the errors file): "
+                    f"{', '.join(map(repr, res.duplicate_ids[:5]))}{more}")
     typer.echo(f"{res.n_texts} texts, {res.n_errors} errors in {res.seconds:.1f} s{resumed}\n"
                f"  statistics: {res.out}\n  aggregates: {res.aggregates}\n  errors:     {res.errors}", err=True)
