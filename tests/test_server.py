@@ -123,6 +123,31 @@ def test_run_analysis(client):
     err(client.post("/v1/analyses/rollout", json={}), 422)
 
 
+def test_analysis_trace_parameters_take_trace_ids(client):
+    """compare's `other` and head_projection's `others` are traces: over REST they are explorer trace ids."""
+    from attnscope.analysis import run_analysis
+
+    ids = [client.post("/v1/traces", json={"text": t}).json()["id"] for t in ("The cat sat.", "The dog sat.")]
+    state = client.app.state.attnscope
+    a, b = (state.traces.get(i) for i in ids)
+    r = client.post("/v1/analyses/compare", json={"trace_id": ids[0], "params": {"other": ids[1]}})
+    assert r.status_code == 200, r.text
+    ref = run_analysis("compare", a, other=b).to_dict()
+    got = r.json()
+    assert got["type"] == "TraceComparison" and got["divergence"]["scores"].keys() == ref["divergence"]["scores"].keys()
+    assert np.allclose(np.array(got["difference"], float), np.array(ref["difference"], float), atol=1e-6)
+    assert np.abs(np.array(got["difference"], float)).max() > 0  # a real second trace, not the trace itself
+    r = client.post("/v1/analyses/head_projection", json={"trace_id": ids[0], "params": {
+        "others": [ids[1]], "method": "pca", "seed": 3}})
+    assert r.status_code == 200, r.text
+    assert sorted(set(r.json()["traces"])) == [0, 1] and len(r.json()["coords"]) == 2 * 6 * 12
+    e = err(client.post("/v1/analyses/compare", json={"trace_id": ids[0], "params": {"other": "feedbeef"}}), 404)
+    assert "params.other" in e["message"]
+    err(client.post("/v1/analyses/head_projection", json={"trace_id": ids[0], "params": {"others": ["nope"]}}), 404)
+    r = client.post("/v1/analyses/flow", json={"text": "The cat sat.", "params": {"outputs": [1], "residual": 0.25}})
+    assert r.status_code == 200, r.text
+
+
 def test_explorer_trace_endpoints(client):
     r = client.post("/v1/traces", json={"text": "The cat sat on the mat.", "text_pair": "It was happy."})
     assert r.status_code == 200, r.text

@@ -267,6 +267,35 @@ def test_probe_validation(client):
     err(client.post("/v1/probe", json={"model": "tiny-marian", "templates": ["{} ran."]}), 422, "UnsupportedModel")
 
 
+def test_probe_fills_templates_literally(client, minilm):
+    """Words and templates are text: a word with braces is inserted as it is; format syntax is refused (422)."""
+    groups = {"a": ["{x}", "{0.__class__}"], "b": ["he", "{:>99}"]}
+    r = client.post("/v1/probe", json={"model": "minilm", "groups": groups, "templates": ["Then {} left."],
+                                       "layers": [-1]})
+    assert r.status_code == 200, r.text
+    sentences = [x["sentence"] for x in r.json()["samples"]]
+    assert sentences == ["Then {x} left.", "Then {0.__class__} left.", "Then he left.", "Then {:>99} left."]
+    ref = bias_probe(minilm, groups, ["Then {} left."], layers=[5])
+    for g in groups:
+        close(r.json()["values"][g], ref.values[g])
+    for template in ("{{}} x{:>10000000}", "{} met {x}.", "The {{}} is here.", "{} {0.__class__.__mro__}"):
+        e = err(client.post("/v1/probe", json={"model": "minilm", "templates": [template]}), 422, "InputError")
+        assert "exactly one {}" in e["message"]
+
+
+def test_cli_probe_refuses_format_templates(tmp_path):
+    """The CLI `probe` uses the same template check: a one-line error and exit 2 (was a KeyError traceback)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "attnscope", "probe", "--model", "minilm", "--template", "{} met {x}.",
+                        "--out", str(tmp_path / "p")], capture_output=True, timeout=300)
+    err_text = r.stderr.decode()
+    assert r.returncode == 2, err_text
+    last = err_text.strip().splitlines()[-1]
+    assert last.startswith("error:") and "exactly one {}" in last and "Traceback" not in err_text
+
+
 # ---------------------------------------------------------------------------- /v1/counterfactual
 def test_counterfactual_matches_python_api(client, clf, openapi):
     text = "The movie was good."

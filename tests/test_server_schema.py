@@ -30,7 +30,7 @@ def validator(openapi, name):
 def test_openapi_documents_every_endpoint(api):
     _, spec = api
     paths = spec["paths"]
-    for p in ("/v1/analyze", "/v1/batch", "/v1/models", "/v1/analyses", "/v1/analyses/{name}", "/healthz"):
+    for p in ("/v1/analyze", "/v1/batch", "/v1/models", "/v1/analyses", "/v1/analyses/rollout", "/healthz"):
         assert p in paths, p
     assert {"full", "stats", "topk"} <= set(spec["components"]["schemas"]["AnalyzeRequest"]["properties"]["mode"]["enum"])
     assert "422" in paths["/v1/analyze"]["post"]["responses"] and "429" in paths["/v1/analyze"]["post"]["responses"]
