@@ -98,11 +98,15 @@ def new_figure(**kwargs) -> Figure:
     return fig
 
 
-def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, layout=None, **kwargs):
-    """Like ``plt.subplots`` (``squeeze``, ``sharex``, ``width_ratios``, ``gridspec_kw``…) but the figure
-    is not registered with pyplot (see :func:`new_figure`); returns ``(fig, axes)``."""
-    fig = new_figure(figsize=figsize, layout=layout)
-    return fig, fig.subplots(nrows, ncols, **kwargs)
+_SUBPLOT_KEYS = {"sharex", "sharey", "squeeze", "width_ratios", "height_ratios", "subplot_kw", "gridspec_kw"}
+
+
+def subplots(nrows: int = 1, ncols: int = 1, **kwargs):
+    """Like ``plt.subplots`` (``squeeze``, ``sharex``, ``width_ratios``, ``gridspec_kw``…; other keywords go
+    to the Figure: ``figsize``, ``layout``, ``dpi``…) but the figure is not registered with pyplot (see
+    :func:`new_figure`); returns ``(fig, axes)``."""
+    fig = new_figure(**{k: v for k, v in kwargs.items() if k not in _SUBPLOT_KEYS})
+    return fig, fig.subplots(nrows, ncols, **{k: v for k, v in kwargs.items() if k in _SUBPLOT_KEYS})
 
 
 def constant_ylim(ax, values, rate: bool = False) -> None:

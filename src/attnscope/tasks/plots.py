@@ -7,22 +7,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.patches import Rectangle
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from ..render.style import styled, subplots
 
 
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
     return path
 
 
@@ -41,10 +34,10 @@ def heatmap(ax, m: np.ndarray, xlabels=None, ylabels=None, cmap="Blues", vmin=No
 
 
 # ---------------------------------------------------------------------------- sentiment
+@styled
 def plot_class_patterns(p, path) -> Path:
-    plt = _plt()
     groups = list(p.patterns)
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups) + 1, 3.8), squeeze=False)
+    fig, axes = subplots(1, len(groups), figsize=(3.6 * len(groups) + 1, 3.8), squeeze=False)
     vmax = float(np.nanmax([np.nanmax(v) for v in p.patterns.values()]))
     for ax, g in zip(axes[0], groups):
         im = heatmap(ax, p.patterns[g], p.axis, p.axis, vmin=0, vmax=vmax)
@@ -56,12 +49,12 @@ def plot_class_patterns(p, path) -> Path:
     return _save(fig, path)
 
 
+@styled
 def plot_important_tokens(t, path) -> Path:
-    plt = _plt()
     groups = [g for g in t.by_group if t.by_group[g]]
     if not groups:
         groups = list(t.by_group)[:1]
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(3.4 * max(1, len(groups)) + 0.5, 4.2), squeeze=False)
+    fig, axes = subplots(1, max(1, len(groups)), figsize=(3.4 * max(1, len(groups)) + 0.5, 4.2), squeeze=False)
     for ax, g in zip(axes[0], groups):
         rows = t.by_group.get(g, [])[::-1]
         ax.barh(range(len(rows)), [r[1] for r in rows], color="tab:blue")
@@ -75,11 +68,11 @@ def plot_important_tokens(t, path) -> Path:
     return _save(fig, path)
 
 
+@styled
 def plot_explanation(e, path) -> Path:
-    plt = _plt()
     n = len(e.tokens)
     x = np.arange(n)
-    fig, ax = plt.subplots(figsize=(max(6, 0.32 * n + 2), 3.6))
+    fig, ax = subplots(figsize=(max(6, 0.32 * n + 2), 3.6))
     ax.bar(x - 0.2, e.rollout, 0.4, label="attention rollout from [CLS]")
     ax.bar(x + 0.2, e.integrated_gradients, 0.4, label="|integrated gradients|")
     ax.set_xticks(x)
@@ -91,28 +84,77 @@ def plot_explanation(e, path) -> Path:
     return _save(fig, path)
 
 
+MISTAKE_COLUMNS = (("label", 0.1), ("predicted", 0.1), ("conf.", 0.06), ("text", 0.5),
+                   ("most attended", 0.24))  # (title, share of the table's width)
+MISTAKE_WIDTH_IN, MISTAKE_FONT_PT = 11.0, 7.0
+
+
+def _wrap_cell(text: str, width_pt: float, max_lines: int = 3) -> list[str]:
+    """Greedy word wrap by the rendered width of the text (7 pt, the figure's fonts): long words are cut,
+    more than ``max_lines`` lines end in "…"."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    measure, font = TextToPath(), FontProperties(size=MISTAKE_FONT_PT)
+
+    def fits(s: str) -> bool:
+        return measure.get_text_width_height_descent(s, font, ismath=False)[0] <= width_pt
+
+    lines: list[str] = []
+    for word in text.split():
+        while not fits(word):  # a word wider than the cell: cut it
+            k = max(1, max(i for i in range(1, len(word) + 1) if i == 1 or fits(word[:i])))
+            lines.append(word[:k])
+            word = word[k:]
+        if lines and fits(lines[-1] + " " + word):
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    lines = lines or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        while lines[-1] and not fits(lines[-1] + "…"):
+            lines[-1] = lines[-1][:-1]
+        lines[-1] += "…"
+    return lines
+
+
+@styled
 def plot_misclassified(errors, path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(11, 0.55 * max(1, len(errors)) + 0.8))
+    """The most confident mistakes as a table: long texts wrap inside their cell (up to 3 lines, then "…"),
+    and each row is as tall as its longest cell."""
+    fig, ax = subplots(figsize=(MISTAKE_WIDTH_IN, 1.0))
+    fig.subplots_adjust(left=0.005, right=0.995)  # the table spans the figure's width (the room below)
     ax.axis("off")
-    if not errors:
+    pads = [0.06 if share < 0.2 else 0.02 for _, share in MISTAKE_COLUMNS]  # of the cell's width, each side
+    room = [0.99 * MISTAKE_WIDTH_IN * 72 * share * (1 - 2 * pad) * 0.92 for (_, share), pad in zip(MISTAKE_COLUMNS, pads)]
+    rows = [[m.label, m.predicted, f"{m.confidence:.2f}", m.text, " ".join(m.top_tokens[:5])] for m in errors]
+    wrapped = [[_wrap_cell(v, w) for v, w in zip(r, room)] for r in rows]
+    heights = [1] + [max(len(c) for c in r) for r in wrapped]  # lines per row (the header has one)
+    line_in = 0.16  # inches per line of 7 pt text, with the cell padding
+    fig.set_size_inches(MISTAKE_WIDTH_IN, line_in * (sum(heights) + len(heights)) + 0.6)
+    if not rows:
         ax.text(0.5, 0.5, "no misclassified examples", ha="center")
-    rows = [[m.label, m.predicted, f"{m.confidence:.2f}", textwrap.shorten(m.text, 80), " ".join(m.top_tokens[:4])]
-            for m in errors]
-    if rows:
-        table = ax.table(cellText=rows, colLabels=["label", "predicted", "conf.", "text", "most attended"],
-                         loc="center", cellLoc="left", colWidths=[0.09, 0.09, 0.05, 0.55, 0.22])
+    else:
+        table = ax.table(cellText=[["\n".join(c) for c in r] for r in wrapped],
+                         colLabels=[c[0] for c in MISTAKE_COLUMNS], colWidths=[c[1] for c in MISTAKE_COLUMNS],
+                         cellLoc="left", bbox=[0, 0, 1, 1])
         table.auto_set_font_size(False)
-        table.set_fontsize(7)
-        table.scale(1, 1.3)
+        table.set_fontsize(MISTAKE_FONT_PT)
+        total = sum(h + 1 for h in heights)
+        for (r, c), cell in table.get_celld().items():
+            cell.set_height((heights[r] + 1) / total)  # rows share the box by their number of lines
+            cell.PAD = pads[c]
+            if r == 0:
+                cell.set_text_props(weight="bold")
     ax.set_title("Most confident mistakes (held-out tweets)", fontsize=10)
     return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------- QA
+@styled
 def plot_qa(r, path) -> Path:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [2.4, 1.1, 1.2]})
+    fig, axes = subplots(1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [2.4, 1.1, 1.2]})
     qc = r.question_to_context()
     ctx_labels = [r.tokens[i] for i in r.context_idx]
     q_labels = [r.tokens[i] for i in r.question_idx]
@@ -142,10 +184,10 @@ def plot_qa(r, path) -> Path:
 
 
 # ---------------------------------------------------------------------------- alignment
+@styled
 def plot_alignment(a, path, title: str | None = None, words: Any = None) -> Path:
-    plt = _plt()
     m = a.matrix
-    fig, ax = plt.subplots(figsize=(min(16, max(5, 0.3 * m.shape[1] + 2)), min(12, max(3.5, 0.3 * m.shape[0] + 1.5))))
+    fig, ax = subplots(figsize=(min(16, max(5, 0.3 * m.shape[1] + 2)), min(12, max(3.5, 0.3 * m.shape[0] + 1.5))))
     im = heatmap(ax, m, a.source_labels, a.target_labels, cmap="viridis", max_ticks=80)
     if a.path is not None:
         ax.plot(a.path[1], a.path[0], color="red", lw=1.0, label="DTW path")
@@ -161,14 +203,14 @@ def plot_alignment(a, path, title: str | None = None, words: Any = None) -> Path
     return _save(fig, path)
 
 
+@styled
 def plot_head_scores(hs, path, metric: str, title: str = "", mark: Sequence[tuple[int, int]] = ()) -> Path:
-    plt = _plt()
     m = hs.scores[metric]
-    fig, ax = plt.subplots(figsize=(0.5 * m.shape[1] + 2.5, 0.45 * m.shape[0] + 1.8))
+    fig, ax = subplots(figsize=(0.5 * m.shape[1] + 2.5, 0.45 * m.shape[0] + 1.8))
     im = heatmap(ax, m, [str(h) for h in hs.heads], [str(l) for l in hs.layers], cmap="magma")
     for l, h in mark:
         if l in hs.layers and h in hs.heads:
-            ax.add_patch(plt.Rectangle((hs.heads.index(h) - 0.5, hs.layers.index(l) - 0.5), 1, 1, fill=False,
+            ax.add_patch(Rectangle((hs.heads.index(h) - 0.5, hs.layers.index(l) - 0.5), 1, 1, fill=False,
                                        ec="cyan", lw=2))
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
@@ -180,10 +222,10 @@ def plot_head_scores(hs, path, metric: str, title: str = "", mark: Sequence[tupl
     return _save(fig, path)
 
 
+@styled
 def plot_word_timestamps(audio: np.ndarray, sr: int, words, reference=None, path="words.png") -> Path:
-    plt = _plt()
     t = np.arange(audio.size) / sr
-    fig, ax = plt.subplots(figsize=(12, 3.2))
+    fig, ax = subplots(figsize=(12, 3.2))
     ax.plot(t, audio, color="0.6", lw=0.4)
     top = float(np.abs(audio).max() or 1)
     for w in words:
@@ -200,10 +242,10 @@ def plot_word_timestamps(audio: np.ndarray, sr: int, words, reference=None, path
 
 
 # ---------------------------------------------------------------------------- generation monitor
+@styled
 def plot_generation(m, path) -> Path:
-    plt = _plt()
     steps = np.arange(len(m.tokens))
-    fig, axes = plt.subplots(4, 1, figsize=(max(8, 0.28 * len(steps) + 3), 11), sharex=True,
+    fig, axes = subplots(4, 1, figsize=(max(8, 0.28 * len(steps) + 3), 11), sharex=True,
                              gridspec_kw={"height_ratios": [2.2, 1, 1, 1]})
     im = axes[0].imshow(m.entropy.T, aspect="auto", cmap="viridis", interpolation="nearest", origin="lower")
     axes[0].set_ylabel("layer")
@@ -234,11 +276,11 @@ def plot_generation(m, path) -> Path:
 
 
 # ---------------------------------------------------------------------------- dialogue
+@styled
 def plot_dialogue(d, path, layers: Sequence[int] | None = None) -> Path:
-    plt = _plt()
     layers = list(layers) if layers is not None else _pick(d.layers, 4)
     labels = [f"{i}:{t.role}" for i, t in enumerate(d.turns)]
-    fig, axes = plt.subplots(1, len(layers) + 1, figsize=(3.6 * (len(layers) + 1) + 1, 3.9), squeeze=False)
+    fig, axes = subplots(1, len(layers) + 1, figsize=(3.6 * (len(layers) + 1) + 1, 3.9), squeeze=False)
     for ax, l in zip(axes[0], layers):
         m = d.matrix(l)
         heatmap(ax, m, labels, labels, cmap="Purples", vmin=0, vmax=1)
