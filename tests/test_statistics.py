@@ -92,3 +92,40 @@ def test_count_check_tolerates_only_rounding_at_a_threshold():
     assert_count_within_rounding("sparsity", torch.tensor([0.0]), probs, n_allowed)  # the masked key is not counted
     with pytest.raises(AssertionError, match="outside"):
         assert_count_within_rounding("sparsity", torch.tensor([1 / 3]), probs, n_allowed)
+
+
+def _gini_float64(row) -> float:
+    """Independent reference: Gini of the allowed weights in float64, G = Σ (2r - n - 1) x_(r) / (n Σ x)."""
+    import numpy as np
+
+    x = np.sort(np.asarray(row, dtype=np.float64))
+    n = len(x)
+    r = np.arange(1, n + 1)
+    return float(((2 * r - n - 1) * x).sum() / (n * x.sum()))
+
+
+def _causal_rows(n: int, rows: list[int], seed: int = 0):
+    """Rows of a causal attention map over n keys: (len(rows), n) float32 probabilities and the mask."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(len(rows), n, generator=g) * 3
+    allowed = torch.arange(n)[None, :] <= torch.tensor(rows)[:, None]  # query i sees keys 0..i
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)
+    return probs, allowed
+
+
+def test_gini_long_causal_rows_against_float64():
+    """At N = 8,192 the first rows have 2-4 allowed keys among 8,192 columns: Gini within 1e-6 of float64."""
+    n = 8192
+    rows = [1, 2, 3, 4, 7, 100, 4095, 8191]
+    probs, allowed = _causal_rows(n, rows)
+    got = row_statistics(probs[None], allowed[None], torch.tensor(rows), names=["gini"])["gini"][0]
+    want = torch.tensor([_gini_float64(probs[i, : r + 1].numpy()) for i, r in enumerate(rows)], dtype=torch.float64)
+    torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=0)
+
+
+def test_gini_of_rounded_rows_stays_in_range():
+    """A float16-stored row does not sum to exactly 1: Gini is still that of the weights, within [0, 1]."""
+    row = torch.tensor([[[0.0, 0.0, 0.0, 1.0]]], dtype=torch.float16) * 1.001  # one key, rounded above 1
+    st = row_statistics(row, None, torch.tensor([3]), names=["gini"])
+    assert 0.0 <= st["gini"].item() <= 1.0
+    assert st["gini"].item() == pytest.approx(_gini_float64(row[0, 0].float().numpy()), abs=1e-6)
