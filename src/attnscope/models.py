@@ -7,9 +7,11 @@ loaded with ``trust_remote_code``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from .errors import ModelLoadError, UnknownNameError
+from .errors import InputError, ModelLoadError, UnknownNameError
 
 ModelKind = Literal["encoder", "causal", "seq2seq", "speech-seq2seq"]
 DEFAULT_MODEL = "minilm"
@@ -92,10 +94,43 @@ class LoadedModel:
     processor: Any = None
     max_length: int = 512
     extra: dict[str, Any] = field(default_factory=dict)
+    newly_initialized: list[str] = field(default_factory=list)
+    """Parameters the checkpoint did not hold (missing or of another shape), so transformers initialised them
+    at random on load. Empty for a model wrapped with :func:`wrap_model` (nothing was loaded)."""
 
     @property
     def config(self):
         return self.model.config
+
+    @property
+    def random_head_weights(self) -> list[str]:
+        """The newly initialised parameters that belong to the task head (outside the base model), e.g.
+        ``classifier.weight`` of a sentence encoder loaded as a sequence classifier."""
+        model = self.model
+        prefix = getattr(model, "base_model_prefix", "") or ""
+        if not prefix or getattr(model, "base_model", model) is model:
+            return []  # a bare base model has no head
+        return [k for k in self.newly_initialized if not k.startswith(prefix + ".")]
+
+    @property
+    def has_random_head(self) -> bool:
+        """True when the prediction head was initialised at random on load: its outputs mean nothing."""
+        return bool(self.random_head_weights)
+
+    def random_weights_note(self) -> str | None:
+        """attnscope's one-line account of the randomly initialised weights, or None when there are none."""
+        if not self.newly_initialized:
+            return None
+        head = self.random_head_weights
+        keys = head or self.newly_initialized
+        shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+        arch = type(self.model).__name__
+        if head:
+            return (f"model {self.name!r} ({arch}): its prediction head is randomly initialised ({shown} are not in "
+                    "the checkpoint), so its predictions, probabilities and attributions mean nothing; use a "
+                    "checkpoint fine-tuned for this task")
+        return (f"model {self.name!r} ({arch}): {len(keys)} weight(s) are not in the checkpoint and were initialised "
+                f"at random ({shown}); outputs that depend on them mean nothing")
 
     def geometry(self) -> dict[str, tuple[int, int]]:
         """stream -> (number of layers, number of query heads)."""
@@ -136,6 +171,65 @@ class LoadedModel:
         if types is None:
             return {layer: window for layer in range(n_layers)}
         return {layer: window for layer, kind in enumerate(types) if kind == "sliding_attention"}
+
+
+def require_trained_head(lm: LoadedModel, what: str, allow_random_head: bool = False) -> list[str]:
+    """Refuse to run ``what`` on a model whose prediction head is randomly initialised (its result would
+    describe random weights), unless ``allow_random_head``; then return the loud warning the result must
+    carry. Returns [] for a model with a trained head."""
+    note = lm.random_weights_note() if lm.has_random_head else None
+    if note is None:
+        return []
+    if not allow_random_head:
+        raise InputError(f"{what} refused: {note}. To run it anyway (e.g. to try the mechanics), pass "
+                         "allow_random_head=True (CLI: --allow-random-head)")
+    return [f"RANDOM HEAD: {note}. This result does not explain a trained model."]
+
+
+class NewlyInitializedWeightsWarning(UserWarning):
+    """Issued by :func:`load_model` when the checkpoint lacks some of the model's weights."""
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' own logging (its load report, with raw terminal escape codes) and its
+    "Loading weights" progress bars for the duration; attnscope reports what matters in its own words."""
+    from transformers.utils import logging as tf_logging
+
+    verbosity = tf_logging.get_verbosity()
+    bars = tf_logging.is_progress_bar_enabled()
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        tf_logging.set_verbosity(verbosity)
+        if bars:
+            tf_logging.enable_progress_bar()
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name that can only be meant as a directory: ``./x``, ``../x``, ``~/x``, ``/x``, ``a/b/c``, ``C:\\x``."""
+    return (name.startswith((".", "~", "/", "\\")) or name.count("/") > 1 or "\\" in name or name.endswith("/")
+            or re.match(r"[A-Za-z]:[\\/]", name) is not None)
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 -- an unreadable cache is a cache without the model
+        return False
 
 
 def _infer_kind(model) -> ModelKind:
@@ -200,42 +294,83 @@ def ensure_converted(entry: CatalogueEntry, progress: Callable[[str], None] | No
     raise ModelLoadError(f"no converter for {entry.name!r}")  # pragma: no cover
 
 
+def resolve_model_name(name: str) -> tuple[str, bool]:
+    """Where ``name`` loads from: (path or hub id, whether it is read from the local HF cache only).
+
+    Order: catalogue name, then an existing local directory, then a Hugging Face hub id (``gpt2``,
+    ``org/model``). A name that looks like a path (``./x``, ``~/x``, ``/x``, ``a/b/c``) but is not a
+    directory is refused as such; a hub id not in the local Hugging Face cache is refused with how to get
+    it when ``HF_HUB_OFFLINE`` is set.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownNameError("model", name, list(CATALOGUE) + ["<local directory>", "<hub id, e.g. gpt2>"])
+    entry = CATALOGUE.get(name)
+    if entry is not None:
+        return str(ensure_converted(entry)), True
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local), True
+    if local.exists():
+        raise ModelLoadError(f"model {name!r} is a file; give the directory that holds config.json and the weights")
+    if _looks_like_path(name):
+        raise ModelLoadError(f"model {name!r}: no such directory (catalogue models: {', '.join(CATALOGUE)})")
+    if not _REPO_ID.fullmatch(name):
+        raise ModelLoadError(f"model {name!r} is not a catalogue name ({', '.join(CATALOGUE)}), an existing "
+                             "directory or a Hugging Face hub id (letters, digits, '-', '_', '.', one '/')")
+    cached = _in_hub_cache(name)
+    if not cached and _hub_offline():
+        raise ModelLoadError(
+            f"model {name!r} is not a catalogue name ({', '.join(CATALOGUE)}) or a local directory, and the hub id "
+            f"{name!r} was not found in the local Hugging Face cache (HF_HUB_OFFLINE is set): download it once on "
+            f"a machine with network access (`hf download {name}`, into ~/.cache/huggingface or $HF_HOME), or "
+            "pass the local directory of a saved model")
+    return name, cached
+
+
 def load_model(name: str = DEFAULT_MODEL, *, progress: Callable[[str], None] | None = None,
                dtype: torch.dtype = torch.float32, model_class=None) -> LoadedModel:
-    """Load a catalogue model (``minilm``, ``smollm2``, ``whisper-tiny-en``), a local directory or a hub id.
+    """Load a catalogue model (``minilm``, ``smollm2``, ``whisper-tiny-en``), a local directory or a
+    Hugging Face hub id (``gpt2``, ``org/model``; read from the local HF cache, downloaded only when the
+    user names a hub id that is not cached and the network is reachable). Never ``trust_remote_code``.
 
     ``model_class`` overrides the transformers Auto class (e.g. AutoModelForSequenceClassification).
+    Weights the checkpoint lacks (e.g. a classification head on a sentence encoder) are initialised at
+    random by transformers; they are listed in ``LoadedModel.newly_initialized`` (``has_random_head`` for
+    the task head) and announced with a :class:`NewlyInitializedWeightsWarning`.
     """
     import transformers as tf
 
-    if not isinstance(name, str) or not name.strip():
-        raise UnknownNameError("model", name, list(CATALOGUE))
-    entry = CATALOGUE.get(name)
+    entry = CATALOGUE.get(name) if isinstance(name, str) else None
     if entry is not None:
-        path: str = str(ensure_converted(entry, progress))
-    elif Path(name).expanduser().exists():
-        path = str(Path(name).expanduser())
-    elif "/" in name or name.count("-") >= 1:
-        path = name  # a Hugging Face hub id
-    else:
-        raise UnknownNameError("model", name, list(CATALOGUE) + ["<local path>", "<hub id, e.g. bert-base-uncased>"])
+        ensure_converted(entry, progress)
+    path, local_only = resolve_model_name(name)
     try:
-        config = tf.AutoConfig.from_pretrained(path, trust_remote_code=False)
-        cls = model_class or _auto_class(config)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = cls.from_pretrained(path, attn_implementation="sdpa", dtype=dtype, trust_remote_code=False)
-        processor = None
-        if getattr(config, "model_type", "") == "whisper":
-            processor = tf.WhisperProcessor.from_pretrained(path)
-            tokenizer = processor.tokenizer
-        else:
-            tokenizer = tf.AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        with quiet_transformers():
+            config = tf.AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
+            cls = model_class or _auto_class(config)
+            model, info = cls.from_pretrained(path, attn_implementation="sdpa", dtype=dtype, trust_remote_code=False,
+                                              local_files_only=local_only, output_loading_info=True,
+                                              ignore_mismatched_sizes=True)
+            processor = None
+            if getattr(config, "model_type", "") == "whisper":
+                processor = tf.WhisperProcessor.from_pretrained(path, local_files_only=local_only)
+                tokenizer = processor.tokenizer
+            else:
+                tokenizer = tf.AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
     except (OSError, ValueError) as e:
-        hint = "" if entry else (f"; known models: {', '.join(CATALOGUE)}, or a local directory, or a hub id "
-                                 "(hub ids need network access)")
-        raise ModelLoadError(f"could not load model {name!r}: {str(e).splitlines()[0]}{hint}") from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if entry is None and not Path(path).is_dir():
+            raise ModelLoadError(
+                f"could not load hub id {name!r}: it is not in the local Hugging Face cache and could not be "
+                f"downloaded ({first}); download it once with network access (`hf download {name}`) or pass a "
+                f"local directory; catalogue models: {', '.join(CATALOGUE)}") from None
+        raise ModelLoadError(f"could not load model {name!r}: {first}") from None
     loaded = wrap_model(model, tokenizer, name=name, processor=processor)
+    loaded.newly_initialized = sorted(set(info.get("missing_keys", ())) |
+                                      {k[0] for k in info.get("mismatched_keys", ())})
+    note = loaded.random_weights_note()
+    if note is not None:
+        warnings.warn(note, NewlyInitializedWeightsWarning, stacklevel=2)
     return loaded
 
 

@@ -82,14 +82,15 @@ class Tokens:
         With ``text`` (the sequence's original text, ``trace.texts[sequence]``) and character offsets,
         a token's label is its exact span of the text, for any tokenizer: original case and accents,
         no word-piece markers. Without them the markers are converted: byte-level BPE (GPT-2, Llama 3,
-        SmolLM2, Whisper) is decoded back to UTF-8 (``Ġcat`` → ``cat``, ``Ċ`` → ``\\n``),
+        SmolLM2, Whisper) is decoded back to UTF-8 (``Ġcat`` → ``cat``, ``Ċ`` → a newline, shown ``⏎``),
         SentencePiece's ``▁`` and byte-fallback pieces (``<0x0A>``) likewise, and WordPiece's ``##``
         continuation prefix is dropped. Special tokens ([CLS], <s>, <|endoftext|>) and unknown-token
         markers ([UNK], <unk>) are kept as they are: they are what the model saw.
 
         Spaces at a token's edges are dropped; a token that is only whitespace shows it (``␣`` for a
-        space, ``\\n``, ``\\t``; ``␣×8`` for a long run). Tokens that each hold part of one character
-        (byte-level BPE splits a CJK character into up to 3 tokens) show the character and their part,
+        space, ``⏎`` for a newline, ``⇥`` for a tab, ``␍`` for a carriage return; ``␣×8`` for a long
+        run); newlines and tabs inside a token show the same symbols. Tokens that each hold part of one
+        character (byte-level BPE splits a CJK character into up to 3 tokens) show the character and their part,
         so neighbouring labels stay distinct: ``猫(1/3)``, ``猫(2/3)``, ``猫(3/3)``.
         """
         import codecs
@@ -104,11 +105,11 @@ class Tokens:
             if not s.strip():  # whitespace only (or empty): make it visible
                 parts = []
                 for m in re.finditer(r"(\s)\1*", s):
-                    sym = {" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(m.group(0)[0], "␣")
+                    sym = {" ": "␣", "\n": "⏎", "\t": "⇥", "\r": "␍"}.get(m.group(0)[0], "␣")
                     parts.append(sym * len(m.group(0)) if len(m.group(0)) <= 3 else f"{sym}×{len(m.group(0))}")
                 return "".join(parts)
             s = s.strip(" \u3000\u00a0")
-            return s.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
+            return s.replace("\r", "␍").replace("\n", "⏎").replace("\t", "⇥")
 
         def assign(idx: list[int], whole: str) -> None:
             for p, i in enumerate(idx):

@@ -35,6 +35,28 @@ def residual_attention(fused: np.ndarray, residual: float = 0.5, discard_ratio: 
     return a / np.where(s > 0, s, 1.0)
 
 
+def rollout_chain(attention: np.ndarray, head_fusion: str = "mean", residual: float = 0.5,
+                  discard_ratio: float = 0.0, allowed_mask: np.ndarray | None = None) -> np.ndarray:
+    """Attention rollout of a stack of maps (Abnar & Zuidema 2020, §3): heads fused, residual added
+    (:func:`residual_attention`), layers multiplied, ``R_l = Â_l · R_{l−1}``.
+
+    attention: (layer, head, N, N) of consecutive layers. Returns (layer, N, N): the rollout up to and
+    including each layer (``[-1]`` is the whole stack's). The one implementation, used by the ``rollout``
+    analysis and by :func:`attnscope.attribution.explain`.
+    """
+    if attention.ndim != 4 or attention.shape[-1] != attention.shape[-2]:
+        raise InputError(f"rollout needs square maps (layer, head, N, N), got shape {tuple(attention.shape)}")
+    n = attention.shape[-1]
+    a = residual_attention(fuse_heads(np.asarray(attention, dtype=np.float64), head_fusion), residual,
+                           discard_ratio, allowed_mask)  # (L, N, N)
+    out = np.empty_like(a)  # (L, N, N)
+    r = np.eye(n)
+    for li in range(a.shape[0]):
+        r = a[li] @ r
+        out[li] = r
+    return out
+
+
 @register_analysis("rollout", result="TokenMaps", square=True, tags=("relevance",))
 def rollout(trace, stream: str | None = None, head_fusion: str = "mean", residual: float = 0.5,
             discard_ratio: float = 0.0) -> TokenMaps:
@@ -57,12 +79,7 @@ def rollout(trace, stream: str | None = None, head_fusion: str = "mean", residua
                          "capture (or sel) a consecutive range")
     _, w = maps(trace, s)  # (L, H, N, N)
     n = w.shape[-1]
-    a = residual_attention(fuse_heads(w, head_fusion), residual, discard_ratio, allowed(trace, s, n, n))
-    out = np.empty_like(a)  # (L, N, N)
-    r = np.eye(n)
-    for li in range(a.shape[0]):
-        r = a[li] @ r
-        out[li] = r
+    out = rollout_chain(w, head_fusion, residual, discard_ratio, allowed(trace, s, n, n))  # (L, N, N)
     labels = token_labels(trace, s)
     return TokenMaps(out, layers, labels, labels, "rollout", s,
                      meta={"head_fusion": head_fusion, "residual": residual, "discard_ratio": discard_ratio,

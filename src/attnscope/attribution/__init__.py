@@ -6,10 +6,10 @@ plain results (dataclasses / dicts / numpy), so the REST API can call them direc
 """
 
 from .ablation import head_importance
-from .agreement import ALL_METHODS, Explanation, agreement, explain, local_rollout
+from .agreement import ALL_METHODS, Explanation, agreement, explain
 from .bias import NOTE as BIAS_NOTE
 from .bias import BiasProbeResult, bias_probe
-from .captum_methods import CAPTUM_METHODS, captum_attributions
+from .captum_methods import CAPTUM_METHODS, Completeness, captum_attributions
 from .counterfactual import compare_counterfactuals, token_interventions, words
 from .dropout import DropoutConsistency, dropout_consistency
 from .faithfulness import FaithfulnessResult, faithfulness
@@ -23,7 +23,7 @@ __all__ = [
     "ScaleHeads", "ZeroHeads", "MeanHeads", "KeepHeads", "Knockout", "RemoveTopKey", "ProbsProbe", "HeadGate",
     "run_with_interventions", "intervene", "prediction_change", "encode", "output_logits",
     "AttentionGradients", "attention_gradients", "chefer_relevancy",
-    "CAPTUM_METHODS", "captum_attributions", "ALL_METHODS", "Explanation", "explain", "agreement", "local_rollout",
+    "CAPTUM_METHODS", "Completeness", "captum_attributions", "ALL_METHODS", "Explanation", "explain", "agreement",
     "head_importance", "DropoutConsistency", "dropout_consistency",
     "token_interventions", "compare_counterfactuals", "words",
     "BiasProbeResult", "bias_probe", "BIAS_NOTE", "FaithfulnessResult", "faithfulness",

@@ -2,7 +2,10 @@
 "Attention is not Explanation", NAACL, §4: Kendall τ between attention and gradient / leave-one-out
 importance) — here Spearman ρ and Kendall τ (scipy) and top-k overlap, for every pair of methods.
 
-Special tokens ([CLS], [SEP], BOS…) are left out of every comparison. By default scores are compared
+Special tokens ([CLS], [SEP], BOS…) are left out of every comparison, and so are the positions the
+Captum baseline keeps (a decoder-only model's first token; see :mod:`.captum_methods`). Integrated
+gradients that fail their completeness check are kept out of the agreement table unless
+``include_unconverged=True``: a comparison with numbers that are not attributions means nothing. By default scores are compared
 by magnitude (``absolute=True``): attention is non-negative, while gradient methods are signed, and a
 strongly negative token is as "important" as a strongly positive one.
 """
@@ -13,46 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
+from ..analysis.rollout import rollout_chain
 from ..errors import InputError, UnknownNameError
-from ..models import LoadedModel
+from ..models import LoadedModel, require_trained_head
 from .captum_methods import CAPTUM_METHODS, captum_attributions
 from .gradients import attention_gradients
 
 ATTENTION_METHODS = ("attention", "rollout", "attn_x_grad", "chefer")
 ALL_METHODS = ATTENTION_METHODS + CAPTUM_METHODS
 DEFAULT_METHODS = ALL_METHODS
-
-
-def local_rollout(attention: np.ndarray, residual: float = 0.5) -> np.ndarray:
-    """Attention rollout (Abnar & Zuidema 2020): heads averaged, ``(1−r)A + rI`` rows renormalised, layers
-    multiplied. attention (layer, head, N, N) → (N, N). Used only when ``attnscope.analysis`` has no
-    registered ``rollout``."""
-    n = attention.shape[-1]
-    r = np.eye(n)
-    for layer in range(attention.shape[0]):
-        a = (1 - residual) * attention[layer].mean(0) + residual * np.eye(n)  # (N, N)
-        a = a / a.sum(-1, keepdims=True)
-        r = a @ r
-    return r
-
-
-def rollout_map(lm: LoadedModel, text: str, attention: np.ndarray) -> tuple[np.ndarray, str]:
-    """Rollout (N, N) via the analysis registry (``run_analysis("rollout", trace)``) when available,
-    else :func:`local_rollout`. Returns (map, source)."""
-    try:
-        from ..analysis.registry import run_analysis
-        from ..capture import capture
-
-        trace = capture(lm, text, mode="full", full_dtype=torch.float32)
-        res = run_analysis("rollout", trace)
-        final = np.asarray(res.final, dtype=np.float64)
-        if final.shape == attention.shape[-2:]:
-            return final, "attnscope.analysis:rollout"
-    except (ImportError, KeyError, AttributeError, InputError):  # registry absent or rollout not registered
-        pass
-    return local_rollout(attention), "local"
 
 
 def topk_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -109,17 +82,28 @@ class Explanation:
     probability: float
     agreement: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Loud lines the reader must see with the result: a random prediction head, integrated gradients
+    that failed their completeness check."""
+
+    @property
+    def completeness_ok(self) -> bool | None:
+        """Whether integrated gradients passed the completeness check (None when IG was not run)."""
+        c = self.meta.get("ig_completeness")
+        return None if c is None else bool(c["ok"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "tokens": self.tokens, "special": self.special,
                 "scores": {k: v.tolist() for k, v in self.scores.items()}, "target": self.target,
                 "target_label": self.target_label, "probability": self.probability,
-                "agreement": self.agreement, "meta": self.meta}
+                "agreement": self.agreement, "meta": self.meta, "warnings": self.warnings,
+                "completeness_ok": self.completeness_ok}
 
 
 def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS, *, target: int | str | None = None,
-            position: int | None = None, ig_steps: int = 32, n_samples: int = 32, k: int = 3,
-            absolute: bool = True, seed: int = 0) -> Explanation:
+            position: int | None = None, ig_steps: int = 32, ig_max_steps: int | None = None, n_samples: int = 32,
+            k: int = 3, absolute: bool = True, seed: int = 0, allow_random_head: bool = False,
+            include_unconverged: bool = False, keep_first: bool | None = None) -> Explanation:
     """Token importance for one prediction by attention-based methods and Captum methods, compared.
 
     Methods: ``attention`` (last layer, heads averaged, the prediction's query row), ``rollout``
@@ -127,36 +111,52 @@ def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS
     (Chefer et al. 2021 relevancy), and Captum's ``integrated_gradients``, ``occlusion``, ``lime``,
     ``shapley``. The prediction row is [CLS] (position 0) for bidirectional encoders and the last
     position for causal models. Agreement rows compare every method with ``attention`` and ``rollout``.
+
+    A model whose prediction head was initialised at random on load (``lm.has_random_head``) is refused
+    with an :class:`InputError` unless ``allow_random_head=True``; then ``warnings`` says so. Integrated
+    gradients are checked for completeness (``meta["ig_completeness"]``, ``completeness_ok``); a failed
+    check adds a warning and keeps IG out of the agreement rows unless ``include_unconverged=True``.
     """
     methods = list(methods)
     for m in methods:
         if m not in ALL_METHODS:
             raise UnknownNameError("explain method", m, ALL_METHODS)
+    warnings = require_trained_head(lm, "explain", allow_random_head)
     g = attention_gradients(lm, text, target=target, position=position)
     scores: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"model": lm.name, "row": g.row, "causal": g.causal, "absolute": absolute}
+    if lm.has_random_head:
+        meta["random_head"] = lm.random_head_weights
     if "attention" in methods:
         scores["attention"] = g.attention[-1, :, g.row, :].mean(0)
     if "rollout" in methods:
-        ro, src = rollout_map(lm, text, g.attention)
-        scores["rollout"] = ro[g.row]
-        meta["rollout_source"] = src
+        scores["rollout"] = rollout_chain(g.attention)[-1, g.row]
     if "attn_x_grad" in methods:
         scores["attn_x_grad"] = g.token_scores()
     if "chefer" in methods:
         scores["chefer"] = g.relevancy_scores()
+    left_out = list(g.special)
     cm = [m for m in methods if m in CAPTUM_METHODS]
     if cm:
         c = captum_attributions(lm, text, cm, target=g.target, position=position, ig_steps=ig_steps,
-                                n_samples=n_samples, seed=seed)
+                                ig_max_steps=ig_max_steps, n_samples=n_samples, seed=seed, keep_first=keep_first)
         scores.update(c["scores"])
-        if "ig_delta" in c:
+        left_out = [a or b for a, b in zip(left_out, c["fixed"])]
+        meta["baseline_fixed"] = [i for i, f in enumerate(c["fixed"]) if f]
+        warnings += c["warnings"]
+        if "ig_completeness" in c:
             meta["ig_delta"] = c["ig_delta"]
             meta["ig_output_difference"] = c["ig_output_difference"]
+            meta["ig_completeness"] = c["ig_completeness"]
     scores = {m: scores[m] for m in methods}
-    refs = [r for r in ("attention", "rollout") if r in scores] or None
-    rows = agreement(scores, g.special, k=k, absolute=absolute, references=refs) if len(scores) > 1 else []
+    compared = dict(scores)
+    if meta.get("ig_completeness", {}).get("ok") is False and not include_unconverged:
+        compared.pop("integrated_gradients")
+        meta["left_out_of_agreement"] = ["integrated_gradients"]
+    refs = [r for r in ("attention", "rollout") if r in compared] or None
+    rows = agreement(compared, left_out, k=k, absolute=absolute, references=refs) if len(compared) > 1 else []
     p = np.exp(g.logits - g.logits.max())
     p /= p.sum()
     return Explanation(text=text, tokens=g.tokens, special=g.special, scores=scores, target=g.target,
-                       target_label=g.target_label, probability=float(p[g.target]), agreement=rows, meta=meta)
+                       target_label=g.target_label, probability=float(p[g.target]), agreement=rows, meta=meta,
+                       warnings=warnings)

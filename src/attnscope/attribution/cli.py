@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError
@@ -21,12 +22,13 @@ TASK_HELP = ("classify: sequence-classification head (a *random* head when the c
              "minilm — seeded by --seed); lm: language-model head; auto: classify for encoders, lm for decoders.")
 
 
-def load_for_task(model: str, task: str = "auto", seed: int = 0):
-    """Load ``model`` with the head the task needs (classification head for encoders by default)."""
+def load_for_task(model: str, task: str = "auto", seed: int = 0, note: bool = True):
+    """Load ``model`` with the head the task needs (classification head for encoders by default); with
+    ``note``, say in yellow when that head is randomly initialised."""
     import torch
     import transformers as tf
 
-    from ..models import CATALOGUE, load_model
+    from ..models import CATALOGUE, load_model, resolve_model_name
 
     if task not in ("auto", "classify", "lm"):
         raise InputError(f"--task must be auto, classify or lm, got {task!r}")
@@ -34,7 +36,8 @@ def load_for_task(model: str, task: str = "auto", seed: int = 0):
     if task == "auto":
         task = "lm" if entry is not None and entry.kind == "causal" else "classify"
         if entry is None:
-            cfg = tf.AutoConfig.from_pretrained(model)
+            path, local_only = resolve_model_name(model)
+            cfg = tf.AutoConfig.from_pretrained(path, local_files_only=local_only)
             arch = (getattr(cfg, "architectures", None) or [""])[0]
             task = "lm" if arch.endswith("ForCausalLM") or "LMHead" in arch else "classify"
     torch.manual_seed(seed)
@@ -42,6 +45,8 @@ def load_for_task(model: str, task: str = "auto", seed: int = 0):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lm = load_model(model, model_class=cls)
+    if note and lm.has_random_head:
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(lm.random_weights_note())}")
     return lm
 
 
@@ -80,6 +85,10 @@ def explain(
     faithful: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="Deletion/insertion curves + AOPC."),
     out: Path = typer.Option(Path("attnscope-explain"), "--out", "-o", help="Output directory (PNG + JSON)."),
     seed: int = typer.Option(0, help="Seed (random heads, sampling)."),
+    allow_random_head: bool = typer.Option(False, "--allow-random-head", help="Run even when the prediction head "
+                                           "is randomly initialised (the result then explains random weights)."),
+    include_unconverged: bool = typer.Option(False, "--include-unconverged", help="Keep integrated gradients in "
+                                             "the agreement table even when they fail their completeness check."),
 ) -> None:
     """Explain one prediction: attention, rollout, attention×gradient, Chefer relevancy and Captum
     attributions side by side, their agreement (Spearman, Kendall, top-k) and faithfulness (AOPC)."""
@@ -87,10 +96,13 @@ def explain(
     from .faithfulness import faithfulness
     from .plots import plot_explanation, plot_faithfulness
 
-    lm = load_for_task(model, task, seed=seed)
+    lm = load_for_task(model, task, seed=seed, note=False)
     chosen = list(ALL_METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     tgt: int | str | None = int(target) if target is not None and target.lstrip("-").isdigit() else target
-    e = run_explain(lm, text, chosen, target=tgt, ig_steps=ig_steps, n_samples=samples, k=top_k, seed=seed)
+    e = run_explain(lm, text, chosen, target=tgt, ig_steps=ig_steps, n_samples=samples, k=top_k, seed=seed,
+                    allow_random_head=allow_random_head, include_unconverged=include_unconverged)
+    for w in e.warnings:
+        console.print(f"[bold red]WARNING:[/bold red] [red]{escape(w)}[/red]")
     out.mkdir(parents=True, exist_ok=True)
     plot_explanation(e, out / "explain.png")
     result = e.to_dict()
@@ -104,6 +116,8 @@ def explain(
     for r in e.agreement:
         table.add_row(r["a"], r["b"], f"{r['spearman']:.3f}", f"{r['kendall']:.3f}", f"{r['topk_overlap']:.2f}")
     console.print(table)
+    for m in e.meta.get("left_out_of_agreement", []):
+        console.print(f"[red]{m} left out of the agreement table (failed its check; --include-unconverged keeps it)[/red]")
     if faithful:
         console.print("AOPC deletion: " + ", ".join(f"{m}={v:.4f}" for m, v in result["faithfulness"]["aopc"]["deletion"].items()))
     console.print(f"wrote {out / 'explain.png'}, {out / 'explain.json'}")

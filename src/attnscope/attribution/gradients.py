@@ -104,8 +104,12 @@ def resolve_target(lm: LoadedModel, logits: torch.Tensor, target: int | str | No
 
 
 def target_label(lm: LoadedModel, t: int) -> str:
+    """The class label of output ``t``, or for language models the readable token (``Paris``, not ``ĠParis``:
+    :meth:`attnscope.trace.Tokens.labels`)."""
     if lm.kind == "causal" or getattr(lm.model.config, "num_labels", 0) < t + 1 or "LM" in type(lm.model).__name__:
-        return str(lm.tokenizer.convert_ids_to_tokens([t])[0])
+        from ..trace import Tokens
+
+        return Tokens([str(lm.tokenizer.convert_ids_to_tokens([t])[0])], ids=[t]).labels()[0]
     return str((getattr(lm.config, "id2label", None) or {}).get(t, t))
 
 
@@ -150,7 +154,7 @@ def attention_gradients(lm: LoadedModel, text: str, *, target: int | str | None 
         row = position % n
     else:
         row = n - 1 if causal else 0
-    return AttentionGradients(tokens=tokens.labels(), special=list(tokens.special), attention=a_maps,
+    return AttentionGradients(tokens=tokens.labels(text), special=list(tokens.special), attention=a_maps,
                               gradients=g_maps, target=t, target_label=label, row=row, causal=causal,
                               logits=logits.detach().double().numpy(),
                               meta={"model": lm.name, "text": text, "stream": stream})

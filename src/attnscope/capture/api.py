@@ -230,7 +230,9 @@ def _encode_seq2seq(lm: LoadedModel, source: str | list[int], target: str, trunc
     dec = torch.cat([torch.tensor([[start]]), labels[:, :-1]], dim=1)  # (1, T): shifted right
     inputs["decoder_input_ids"] = dec
     ids = dec[0].tolist()
-    meta["target_labels"] = tok.convert_ids_to_tokens(labels[0].tolist())
+    lab = labels[0].tolist()
+    meta["target_labels"] = Tokens(tok.convert_ids_to_tokens(lab), special=[i in set(tok.all_special_ids) for i in lab],
+                                   ids=lab).labels()  # readable: no "▁" / "Ġ" / "##" markers
     return inputs, {"source": seqs["input"], "target": _tokens(tok, ids, None, None)}, meta
 
 

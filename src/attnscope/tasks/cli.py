@@ -141,6 +141,8 @@ def qa_command(
     context_file: Optional[Path] = typer.Option(None, help="read the context from a UTF-8 file"),
     layers: Optional[str] = typer.Option(None, help="layers for the question→context map (default: last)"),
     out: Path = typer.Option(Path("tasks-out/qa")),
+    allow_random_head: bool = typer.Option(False, "--allow-random-head", help="run even when the model's QA head "
+                                           "is randomly initialised (its answers are then arbitrary)"),
 ) -> None:
     """Predicted answer span, question→context attention, attention to the answer per layer, answer heads."""
     from ..errors import InputError
@@ -151,11 +153,15 @@ def qa_command(
         context = context_file.read_text(encoding="utf-8")
     if context is None:
         raise InputError("give --context or --context-file")
-    r = answer_question(model, question, context)
+    r = answer_question(model, question, context, allow_random_head=allow_random_head)
     r.question_to_context(_ints(layers))
     fig = plots.plot_qa(r, out / "qa.png")
     _write_json(out / "qa_summary.json", r.summary())
     console = _console()
+    for w in r.warnings:
+        from rich.markup import escape
+
+        console.print(f"[bold red]WARNING:[/] [red]{escape(w)}[/]")
     console.print(f"answer: [bold]{r.answer!r}[/] (p={r.score:.3f}, tokens {r.span[0]}..{r.span[1]})")
     for row in r.top_answer_heads(5):
         console.print(f"  head L{row['layer']}H{row['head']}: question→answer mass {row['question_to_answer']:.3f} "

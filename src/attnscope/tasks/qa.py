@@ -43,6 +43,7 @@ class QAResult:
     end_logits: np.ndarray
     trace: Any  # AttentionTrace of the (question, context) input
     meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # loud lines the reader must see (a random QA head)
 
     @property
     def layers(self) -> list[int]:
@@ -108,19 +109,25 @@ class QAResult:
         return rows[:k]
 
     def summary(self) -> dict[str, Any]:
-        return {"question": self.question, "answer": self.answer, "score": self.score, "span_tokens": list(self.span),
+        return {"question": self.question, "answer": self.answer, "score": self.score, "warnings": self.warnings,
+                "span_tokens": list(self.span),
                 "char_span": list(self.char_span), "answer_attention_by_layer":
                     {k: [round(float(x), 4) for x in v] for k, v in self.answer_attention_by_layer().items()},
                 "uniform_share": self.chance(), "top_answer_heads": self.top_answer_heads()}
 
 
 def load_qa_model(name: str) -> LoadedModel:
-    """Load any extractive QA model (hub id or local directory) with AutoModelForQuestionAnswering."""
+    """Load any extractive QA model (hub id or local directory) with AutoModelForQuestionAnswering.
+    A checkpoint without a QA head (e.g. ``minilm``) loads with a random one: ``lm.has_random_head``."""
+    import warnings
+
     import transformers as tf
 
     from ..models import load_model
 
-    return load_model(name, model_class=tf.AutoModelForQuestionAnswering)
+    with warnings.catch_warnings():  # answer_question says it in its own words (refusal or result warning)
+        warnings.simplefilter("ignore")
+        return load_model(name, model_class=tf.AutoModelForQuestionAnswering)
 
 
 def best_span(start: np.ndarray, end: np.ndarray, allowed: Sequence[int], max_answer_tokens: int = 30
@@ -153,9 +160,14 @@ def best_span(start: np.ndarray, end: np.ndarray, allowed: Sequence[int], max_an
 
 
 def answer_question(lm: LoadedModel | str, question: str, context: str, *, max_answer_tokens: int = 30,
-                    method: str = "fast", layers=None, heads=None) -> QAResult:
-    """Predict the answer span of ``question`` in ``context`` and capture the attention of that input."""
+                    method: str = "fast", layers=None, heads=None, allow_random_head: bool = False) -> QAResult:
+    """Predict the answer span of ``question`` in ``context`` and capture the attention of that input.
+
+    A model whose QA head was initialised at random on load (a checkpoint without one, e.g. ``minilm``)
+    is refused with an InputError unless ``allow_random_head=True``; the result then carries the warning.
+    """
     from ..capture import capture, check_text
+    from ..models import require_trained_head
 
     if isinstance(lm, str):
         lm = load_qa_model(lm)
@@ -164,6 +176,7 @@ def answer_question(lm: LoadedModel | str, question: str, context: str, *, max_a
     if not hasattr(lm.model, "qa_outputs") and "QuestionAnswering" not in type(lm.model).__name__:
         raise InputError(f"{type(lm.model).__name__} is not an extractive QA model; load one with "
                          "AutoModelForQuestionAnswering (attnscope tasks qa --model <id or path>)")
+    warnings = require_trained_head(lm, "question answering", allow_random_head)
     tok = lm.tokenizer
     question_first = getattr(tok, "padding_side", "right") == "right"
     first, second = (question, context) if question_first else (context, question)
@@ -187,4 +200,5 @@ def answer_question(lm: LoadedModel | str, question: str, context: str, *, max_a
     cs, ce = toks.offsets[s][0], toks.offsets[e][1]
     return QAResult(question=question, context=context, answer=context[cs:ce], span=(s, e), char_span=(cs, ce),
                     score=score, tokens=toks.labels(), question_idx=q_idx, context_idx=c_idx, start_logits=start,
-                    end_logits=end, trace=trace, meta={"model": lm.name, "question_first": question_first})
+                    end_logits=end, trace=trace, meta={"model": lm.name, "question_first": question_first},
+                    warnings=warnings)

@@ -550,7 +550,8 @@ def misclassified(lm: LoadedModel, items: Sequence, probs: np.ndarray | None = N
             r = received_attention(tr)
             toks = tr.tokens["input"]
             order = [j for j in np.argsort(-r) if not toks.special[j]]
-            top = [toks.text[j] for j in order[:5]]
+            shown = toks.labels(tr.texts.get("input"))  # readable labels, never "##aran"
+            top = [shown[j] for j in order[:5]]
         out.append(Misclassified(items[i].id, items[i].text, items[i].label, labels[pred[i]],
                                  float(probs[i, pred[i]]), top))
     return out
