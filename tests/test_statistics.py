@@ -129,3 +129,21 @@ def test_gini_of_rounded_rows_stays_in_range():
     st = row_statistics(row, None, torch.tensor([3]), names=["gini"])
     assert 0.0 <= st["gini"].item() <= 1.0
     assert st["gini"].item() == pytest.approx(_gini_float64(row[0, 0].float().numpy()), abs=1e-6)
+
+
+def test_head_roles_of_a_float16_trace_stay_in_zero_one():
+    """Rows stored in float16 sum to 1.0002 here; every role score stays in its documented [0, 1]."""
+    from attnscope import AttentionTrace, Tokens
+    from attnscope.analysis import run_analysis
+
+    w = torch.tensor([[0.1125, 0.7969, 0.0908], [0.1971, 0.1063, 0.6968], [0.2361, 0.5103, 0.2539]],
+                     dtype=torch.float16)[None, None]  # (1, 1, 3, 3)
+    assert float(w.float().sum(-1).min()) > 1.0  # the rounding this test is about
+    words = ["[CLS]", "cat", "[SEP]"]
+    t = AttentionTrace(tokens={"input": Tokens(words, [(0, 0), (0, 3), (0, 0)], [True, False, True], [101, 5, 102])},
+                       layers={"self": [0]}, heads={"self": [0]}, weights={"self": w}, texts={"input": "cat"},
+                       model_id="float16", meta={"causal": {"self": False}, "model_kind": "encoder"})
+    roles = run_analysis("head_roles", t, window=2)
+    for name in ("local", "previous_token", "first_token", "self", "broad", "delimiter", "induction"):
+        assert 0.0 <= float(roles[name].min()) and float(roles[name].max()) <= 1.0, name
+    assert float(roles["local"][0, 0]) == pytest.approx(1.0, abs=1e-3)  # every key is within the window

@@ -36,6 +36,9 @@ def head_roles(trace, stream: str | None = None, window: int = 2, threshold: flo
       attention", Clark et al. 2019 §3; rows with a single allowed key are skipped);
     - ``induction``: see :func:`attnscope.analysis.induction.induction` (Olsson et al. 2022).
 
+    Scores are computed in float64 from the stored maps and clipped to [0, 1]: the rows of a trace stored
+    in float16 sum to 1 only within rounding.
+
     ``meta["labels"]`` names each head's dominant role: the highest of the specific roles if it
     reaches ``threshold``, else ``broad`` if its normalised entropy is ≥ 0.8, else ``mixed``.
     """
@@ -51,6 +54,7 @@ def head_roles(trace, stream: str | None = None, window: int = 2, threshold: flo
     ent = -(w * np.log(np.where(w > 0, w, 1.0))).sum(-1)  # (L, H, N)
     multi = n_allowed > 1
     broad = (ent[..., multi] / np.log(n_allowed[multi])).mean(-1) if multi.any() else np.zeros(w.shape[:2])
+    broad = np.clip(broad, 0.0, 1.0)  # the labels below read it too
     ids = toks.ids if all(i >= 0 for i in toks.ids) else toks.text
     scores = {
         "previous_token": _diag_mean(w, rel, -1),
@@ -62,6 +66,8 @@ def head_roles(trace, stream: str | None = None, window: int = 2, threshold: flo
         "broad": broad,
         "induction": induction_head_scores(w, list(ids))[0],
     }
+    # maps stored in float16 have rows that sum to 1 only within rounding (1.0002): keep the documented range
+    scores = {r: np.clip(v, 0.0, 1.0) for r, v in scores.items()}
     specific = [r for r in ROLES if r not in ("broad", "local")]
     stack = np.stack([scores[r] for r in specific])  # (R, L, H)
     best = stack.argmax(0)
