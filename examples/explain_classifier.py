@@ -20,8 +20,12 @@ torch.manual_seed(0)
 lm = load_model("minilm", model_class=transformers.AutoModelForSequenceClassification)
 text = "The acting was wooden but the soundtrack was wonderful."
 
-e = explain(lm, text, ig_steps=32, n_samples=32)
-print(f"prediction {e.target_label} (p={e.probability:.3f}); IG delta {e.meta['ig_delta']:.2e}")
+# MiniLM has no classification head: explain refuses a random one unless allowed, and then says so loudly.
+e = explain(lm, text, ig_steps=32, n_samples=32, allow_random_head=True)
+for w in e.warnings:
+    print("WARNING:", w)
+print(f"prediction {e.target_label} (p={e.probability:.3f}); IG delta {e.meta['ig_delta']:.2e} "
+      f"(completeness {'ok' if e.completeness_ok else 'FAILED'})")
 for r in e.agreement:
     print(f"  {r['a']:>9} vs {r['b']:<21} spearman {r['spearman']:+.2f}  kendall {r['kendall']:+.2f}  "
           f"top-3 {r['topk_overlap']:.2f}")
