@@ -237,6 +237,32 @@ def test_queue_full_429_and_timeout_504(minilm):
         assert c.post("/v1/analyze", json={"text": "a b", "mode": "stats"}).status_code == 200
 
 
+def test_cancelled_capture_leaves_the_model_usable(minilm):
+    """A job abandoned by its client stops at its next module call; the model is left as it was."""
+    import torch
+
+    from attnscope.capture import capture
+    from attnscope.server.worker import InferenceWorker, JobCancelled, _current
+
+    ref = capture(minilm, "The cat sat on the mat.").weights()
+    calls = []
+
+    def job():
+        _current.job.cancelled.set()  # as if the client had timed out just now
+        calls.append(1)
+        return capture(minilm, "The cat sat on the mat.")
+
+    worker = InferenceWorker(1)
+    try:
+        with pytest.raises(JobCancelled):
+            asyncio.run(worker.run(job, timeout=60))
+        again = asyncio.run(worker.run(lambda: capture(minilm, "The cat sat on the mat.").weights(), timeout=60))
+    finally:
+        worker.stop()
+    assert calls == [1] and torch.equal(again, ref)
+    assert torch.equal(capture(minilm, "The cat sat on the mat.").weights(), ref)  # and outside the worker
+
+
 def test_payload_round_trip_and_pooling():
     rng = np.random.default_rng(0)
     arrays = {"a": rng.random((3, 5)).astype(np.float16), "b": np.arange(7, dtype=np.int32),

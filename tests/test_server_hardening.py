@@ -56,6 +56,7 @@ BAD_BODIES = [  # (path, raw JSON body): each is refused by validation, before a
     ("/v1/probe", '{"groups": {"a": ["\\ud800"], "b": ["x"]}}'),
     ("/v1/probe", '{"groups": {"\\udfff": ["y"], "b": ["x"]}}'),
     ("/v1/probe", '{"templates": ["{} is \\ud83d."]}'),
+    ("/v1/probe", '{"templates": ["{} ran."], "layers": []}'),
     ("/v1/analyze", '{"text": "a", "layers": [100000000000000000000]}'),
     ("/v1/analyze", '{"text": "a\\udc00b"}'),
     ("/v1/dropout", '{"text": "hi", "p": NaN}'),

@@ -106,6 +106,8 @@ def bias_probe(lm: LoadedModel, groups: Mapping[str, Sequence[str]] | None = Non
         raise InputError("give at least two groups to compare, e.g. he=he,him she=she,her")
     for i, t in enumerate(templates):
         check_template(t, f"template #{i}")
+    if layers is not None and not list(layers):
+        raise InputError("layers is empty: give the layers to average (e.g. [-1]), or leave it out for all layers")
     attrs = {w.lower() for w in (attribute_words if attribute_words is not None else
                                  (DEFAULT_ATTRIBUTES if templates == DEFAULT_TEMPLATES else []))}
     values: dict[str, list[float]] = {g: [] for g in groups}

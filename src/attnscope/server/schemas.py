@@ -332,7 +332,8 @@ class ProbeRequest(_Strict):
     direction: Literal["to", "from"] = Field("to", description="to: attention the other tokens pay to the group "
                                                                "word; from: attention from it to attribute_words.")
     attribute_words: list[str] | None = None
-    layers: list[LayerIndex] | None = Field(None, description="Layers averaged (default all).", max_length=256)
+    layers: list[LayerIndex] | None = Field(None, description="Layers averaged (default all).", min_length=1,
+                                            max_length=256)
 
 
 class ProbeSample(BaseModel):
