@@ -3,9 +3,12 @@
 Runs offline on the packaged MiniLM with a (seeded) random classification head — swap in your own
 fine-tuned checkpoint path for meaningful labels. Writes PNGs to ./explain-out/.
 
-    python examples/explain_classifier.py
+    python examples/explain_classifier.py [--small]
+
+--small: fewer integration steps and samples, one text for head importance (a smoke run, seconds).
 """
 
+import sys
 from pathlib import Path
 
 import torch
@@ -15,13 +18,15 @@ from attnscope import load_model
 from attnscope.attribution import ZeroHeads, explain, faithfulness, head_importance, intervene, token_interventions
 from attnscope.attribution.plots import plot_explanation, plot_faithfulness, plot_head_heatmap
 
+small = "--small" in sys.argv
+steps = 8 if small else 32
 out = Path("explain-out")
 torch.manual_seed(0)
 lm = load_model("minilm", model_class=transformers.AutoModelForSequenceClassification)
 text = "The acting was wooden but the soundtrack was wonderful."
 
 # MiniLM has no classification head: explain refuses a random one unless allowed, and then says so loudly.
-e = explain(lm, text, ig_steps=32, n_samples=32, allow_random_head=True)
+e = explain(lm, text, ig_steps=steps, n_samples=steps, allow_random_head=True)
 for w in e.warnings:
     print("WARNING:", w)
 print(f"prediction {e.target_label} (p={e.probability:.3f}); IG delta {e.meta['ig_delta']:.2e} "
@@ -31,7 +36,7 @@ for r in e.agreement:
           f"top-3 {r['topk_overlap']:.2f}")
 plot_explanation(e, out / "explain.png")
 
-f = faithfulness(lm, text, e.scores)
+f = faithfulness(lm, text, e.scores, steps=4 if small else 10)
 print("AOPC (deletion):", {k: round(v, 4) for k, v in f.aopc["deletion"].items()})
 plot_faithfulness(f, out / "faithfulness.png")
 
@@ -39,6 +44,7 @@ print("removing all heads of the last layer:", {k: v for k, v in intervene(lm, t
                                               if k in ("kl", "prob_shift", "logit_diff")})
 print("most influential words (masked):", [(r["word"], round(r["kl"], 5)) for r in token_interventions(lm, text)[:3]])
 
-hs = head_importance(lm, [text, "I loved every minute of it.", "A dull, lifeless plot."], method="gradient")
+texts = [text] if small else [text, "I loved every minute of it.", "A dull, lifeless plot."]
+hs = head_importance(lm, texts, method="gradient")
 plot_head_heatmap(hs["gradient"], out / "heads_gradient.png", title="gradient head importance (Michel et al. 2019)")
 print(f"wrote {out}/")

@@ -2,7 +2,9 @@
 BertForQuestionAnswering (the mechanics only — its answers are arbitrary). Pass a real SQuAD model's hub id or
 local directory to see real behaviour:
 
-    python examples/task_qa.py [MODEL]
+    python examples/task_qa.py [MODEL] [--small]
+
+(--small is accepted for uniformity with the other examples; this one is always quick.)
 """
 
 import sys
@@ -15,8 +17,9 @@ from attnscope.models import load_model, wrap_model
 from attnscope.tasks import plots
 from attnscope.tasks.qa import answer_question
 
-if len(sys.argv) > 1:
-    lm = load_model(sys.argv[1], model_class=tf.AutoModelForQuestionAnswering)
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+if args:
+    lm = load_model(args[0], model_class=tf.AutoModelForQuestionAnswering)
 else:
     tok = load_model("minilm").tokenizer
     torch.manual_seed(0)
