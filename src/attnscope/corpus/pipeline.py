@@ -78,6 +78,7 @@ class CorpusResult:
     n_errors: int = 0
     shards_computed: int = 0
     shards_resumed: int = 0
+    threads: int = 0  # torch threads of each model (local: this process; Ray: each actor)
     n_duplicates: int = 0  # rows skipped because an earlier row has their id (also in the errors file)
     duplicate_ids: list[str] = field(default_factory=list)  # the first of them (at most 20)
     seconds: float = 0.0
@@ -206,10 +207,13 @@ ShardResult = tuple[int, "pa.Table", list[dict[str, Any]], int]  # (shard index,
 
 class Engine(Protocol):
     """What computes the shards of a run. Built before anything is loaded or written (so the constructor
-    checks its arguments only); ``start`` loads the model(s) and returns the selected (layers, heads);
+    checks its arguments only); ``start`` loads the model(s), sets ``threads`` (torch threads per model)
+    and returns the selected (layers, heads);
     ``run`` computes the given shards, yielding each result as it completes (in any order) and calling
     ``progress(texts, tokens)`` as work is done; ``close`` frees what ``start`` took (also after an error).
     Every engine computes a shard with :func:`process_shard`, so all give the same shards."""
+
+    threads: int | None
 
     def start(self) -> tuple[list[int], list[int]]: ...
 
@@ -248,6 +252,7 @@ class LocalEngine:
         if self.threads:
             self._previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)
+        self.threads = torch.get_num_threads()
         self.computer = self.settings.computer(self.model if not isinstance(self.model, str) else None)
         return self.computer.layers, self.computer.heads
 
@@ -404,6 +409,7 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
     bar = None
     try:
         sel_layers, sel_heads = eng.start()
+        result.threads = eng.threads
         if overwrite:
             parts.remove()
         manifest = _manifest(settings, input_fp, model_name, sel_layers, sel_heads)
@@ -438,7 +444,8 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
         if (st.st_size, st.st_mtime_ns) != (input_fp["size"], input_fp["mtime_ns"]):
             raise InputError(f"the input {source} changed while it was being read; pass --overwrite to start over")
     result.n_duplicates, result.duplicate_ids = duplicates.count, duplicates.ids
-    report = {"input": input_fp, "settings": manifest, "n_rows": result.n_rows,
+    report = {"input": input_fp, "settings": manifest, "engine": engine, "threads": result.threads,
+              "n_rows": result.n_rows,
               "n_duplicates": result.n_duplicates, "duplicate_ids": result.duplicate_ids}
     _finalize(parts, out_p, agg_p, err_p, quantiles, result, head_stats, len(sel_layers) * len(sel_heads), report)
     if not keep_parts:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from .._optional import require
-from ..errors import InputError
+from ..errors import CaptureError, InputError
 from ..models import LoadedModel
 from .pipeline import CorpusSettings, ShardResult, process_shard, register_engine
 from .reader import Record
@@ -45,8 +45,9 @@ class ShardWorker:
         self.settings = CorpusSettings(**settings_dict)
         self.computer = self.settings.computer()
 
-    def selection(self) -> tuple[list[int], list[int]]:
-        return self.computer.layers, self.computer.heads
+    def selection(self) -> tuple[list[int], list[int], int]:
+        """(layers, heads, torch threads) of this actor."""
+        return self.computer.layers, self.computer.heads, torch.get_num_threads()
 
     def run(self, index: int, records: list[tuple[int, str, str | None, str | None]]):
         recs = [Record(*r) for r in records]
@@ -90,7 +91,12 @@ class RayEngine:
                              f"cluster has {total}: pass fewer --workers or --threads")
         actor = ray.remote(num_cpus=self.threads)(ShardWorker)
         self.workers = [actor.remote(asdict(self.settings), self.threads) for _ in range(n)]
-        return ray.get(self.workers[0].selection.remote())
+        selections = ray.get([w.selection.remote() for w in self.workers])
+        layers, heads, _ = selections[0]
+        used = sorted({t for _, _, t in selections})
+        if used != [self.threads]:  # what makes the numbers equal the local engine's
+            raise CaptureError(f"Ray actors run {used} torch threads instead of {self.threads}")
+        return layers, heads
 
     def run(self, shards: Iterable[tuple[int, list[Record]]], progress) -> Iterator[ShardResult]:
         ray = self._ray
