@@ -190,8 +190,9 @@ def _add_analysis_route(r: APIRouter, name: str, info, run) -> None:
 
     endpoint.__annotations__ = {"req": model}
     endpoint.__name__ = f"analysis_{name}"
+    doc = (inspect.getdoc(info.func) or "").split("\n", 1)  # summary line, then the rest
     r.add_api_route(f"/v1/analyses/{name}", endpoint, methods=["POST"], tags=["analyses"], responses=ERRORS,
-                    summary=info.summary or name, description=inspect.getdoc(info.func) or "")
+                    summary=info.summary or name, description=doc[1].strip() if len(doc) > 1 else "")
 
 
 def build_router(state: ServerState) -> APIRouter:

@@ -55,6 +55,11 @@ _BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("ex
            ("maxItems", "max items"), ("pattern", "pattern"))
 
 
+def _num(v: Any) -> Any:
+    """1000.0 -> 1000 (the OpenAPI document may write integer bounds as floats)."""
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else v
+
+
 def _constraints(schema: dict[str, Any]) -> str:
     parts = []
     stack = [schema]
@@ -62,7 +67,7 @@ def _constraints(schema: dict[str, Any]) -> str:
         s = stack.pop()
         if not isinstance(s, dict):
             continue
-        parts += [f"{label} {s[k]}" for k, label in _BOUNDS if k in s]
+        parts += [f"{label} {_num(s[k])}" for k, label in _BOUNDS if k in s]
         stack += [x for key in ("anyOf", "oneOf") for x in s.get(key, [])]
         if isinstance(s.get("items"), dict):
             stack.append(s["items"])
