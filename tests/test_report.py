@@ -70,3 +70,20 @@ def test_report_on_real_minilm(tmp_path):
     html = write_report(t, tmp_path).read_text(encoding="utf-8")
     _assert_offline(html)
     assert "&lt;script&gt;" in html
+
+
+def test_report_and_explorer_carry_the_interpretation_caveat():
+    import html as _html
+    from pathlib import Path
+
+    import attnscope.server as server_pkg
+    from attnscope.caveat import ATTENTION_CAVEAT
+    from attnscope.render.notebook import trace_html
+
+    page = build_report(encoder_trace(layers=2, heads=2))
+    at = page.find(_html.escape(ATTENTION_CAVEAT))
+    assert at > 0 and at < page.find("data:image/png")  # shown before the first attention figure
+    js = (Path(server_pkg.__file__).parent / "static" / "explorer.js").read_text(encoding="utf-8")
+    assert f'const CAVEAT = "{ATTENTION_CAVEAT}";' in js  # the one wording, word for word
+    assert 'el("p", { class: "caveat"' in js and "this.caveat" in js  # mounted on every explorer page
+    assert ATTENTION_CAVEAT in trace_html(encoder_trace(layers=2, heads=2), full_page=True)  # notebook / saved page

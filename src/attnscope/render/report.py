@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 
 from .. import __version__
 from ..analysis import run_analysis
+from ..caveat import ATTENTION_CAVEAT
 from ..errors import AttnscopeError
 from . import figures as F
 from .style import style
@@ -38,6 +39,7 @@ td,th{border:1px solid #ddd;padding:.15rem .4rem;text-align:right}th{background:
 td.l,th.l{text-align:left}.text{white-space:pre-wrap;background:#f7f7f9;padding:.6rem;border-radius:4px}
 .tokens span{display:inline-block;border:1px solid #ccd;border-radius:3px;margin:1px;padding:0 3px;font-size:.8rem}
 .note{color:#8a4b00}details{margin:.5rem 0}
+.caveat{font-size:.85rem;color:#5c4a00;background:#fffaf0;border-left:3px solid #d4a72c;padding:.35rem .7rem;margin:.6rem 0}
 """
 
 
@@ -81,6 +83,7 @@ def build_report(trace, title: str | None = None, max_grid_layers: int = 32) -> 
     parts: list[str] = []
     model = trace.model_id or "attention trace"
     parts.append(f"<h1>{e(title or 'attnscope report')} — {e(model)}</h1>")
+    parts.append(f"<p class=\"caveat\" role=\"note\">{e(ATTENTION_CAVEAT)}</p>")  # before any weight is shown
     for seq, text in trace.texts.items():
         parts.append(f"<h2>Text ({e(seq)})</h2><div class=\"text\">{e(text)}</div>")
     for seq, toks in trace.tokens.items():

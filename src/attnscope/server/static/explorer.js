@@ -7,6 +7,9 @@
 (function (global) {
   "use strict";
 
+  // The interpretation caveat, worded as attnscope.caveat.ATTENTION_CAVEAT (a test keeps the two equal).
+  const CAVEAT = "Attention weights show where each head looked, not why the model predicted what it did: they are not by themselves an explanation of a prediction (Jain & Wallace 2019; Wiegreffe & Pinter 2019). Do not draw causal or fairness conclusions from attention alone, and do not use it for high-stakes decisions without other evidence (ablation, attribution with a completeness check, held-out behaviour).";
+
   // ------------------------------------------------------------------ binary container (see payload.py)
   let F16 = null;
   function f16table() {
@@ -211,7 +214,8 @@
       this.viewEl = el("div", { class: "view", id: "view" });
       this.side = el("aside", { class: "side", id: "stats" });
       this.mainEl = el("div", { class: "main", hidden: true }, this.viewEl, this.side);
-      r.append(this.status, this.bar, this.mainEl, this.tip);
+      this.caveat = el("p", { class: "caveat", id: "caveat", role: "note", text: CAVEAT });
+      r.append(this.status, this.bar, this.mainEl, this.caveat, this.tip);
     }
 
     setStatus(msg, error) { this.status.textContent = msg || ""; this.status.classList.toggle("error", !!error); }
