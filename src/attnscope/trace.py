@@ -228,6 +228,23 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(map(str, values))
 
 
+
+_HEADER_TYPES = {"tokens": dict, "layers": dict, "heads": dict, "texts": dict, "meta": dict, "stats": dict,
+                 "topk": list, "model_id": str}
+
+
+def _check_header(path: Path, info: Any) -> None:
+    """Refuse trace metadata of the wrong shape (a JSON list, a list where a mapping belongs) with a
+    TraceFormatError, before anything reads it."""
+    if not isinstance(info, dict):
+        raise TraceFormatError(f"{path}: trace metadata is a JSON {type(info).__name__}, not an object; "
+                               "the file is corrupt or not written by attnscope")
+    for key, kind in _HEADER_TYPES.items():
+        if key in info and not isinstance(info[key], kind):
+            raise TraceFormatError(f"{path}: trace metadata field {key!r} is a {type(info[key]).__name__}, "
+                                   f"expected a {kind.__name__}; the file is corrupt")
+
+
 class AttentionTrace:
     """Attention of one example. See the module docstring for what it holds.
 
@@ -500,6 +517,7 @@ class AttentionTrace:
                         "traces are written by `attnscope analyze --save-trace` or AttentionTrace.save()"
                     )
                 info = json.loads(header[FORMAT_KEY])
+                _check_header(path, info)
                 version = info.get("schema_version")
                 if version not in SUPPORTED_SCHEMA_VERSIONS:
                     raise TraceFormatError(
@@ -530,7 +548,7 @@ class AttentionTrace:
                 texts=info.get("texts", {}), model_id=info.get("model_id", ""), meta=info.get("meta", {}),
                 schema_version=version,
             )
-        except (KeyError, TypeError, InputError) as e:
+        except (KeyError, TypeError, AttributeError, ValueError, InputError) as e:
             raise TraceFormatError(f"{path}: trace metadata is inconsistent ({e}); the file is corrupt") from None
 
     # ------------------------------------------------------------------ display

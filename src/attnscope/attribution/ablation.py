@@ -19,6 +19,7 @@ from ..analysis.results import HeadScores
 from ..capture.api import check_text
 from ..errors import InputError, UnknownNameError
 from ..models import LoadedModel
+from ..progress import ProgressCallback
 from .interventions import HeadGate, ZeroHeads, output_logits, run_with_interventions
 
 IMPORTANCE_METHODS = ("ablation", "gradient")
@@ -56,12 +57,15 @@ def _geometry(lm: LoadedModel) -> tuple[int, int]:
 
 
 def head_importance(lm: LoadedModel, texts: Sequence[str], *, method: str = "ablation",
-                    labels: Sequence[int] | None = None, batch_size: int = 16) -> HeadScores:
+                    labels: Sequence[int] | None = None, batch_size: int = 16,
+                    progress: ProgressCallback | None = None) -> HeadScores:
     """Importance of every head over ``texts`` as a layer × head table.
 
     ``method="ablation"``: metrics ``kl``, ``prob_shift``, ``logit_diff``, ``loss_increase`` (means over
     texts) and, with ``labels``, ``accuracy_drop``. ``method="gradient"``: ``gradient`` (E|∂L/∂ξ_h|) and
     ``gradient_normalized`` (each layer divided by its L2 norm, as Michel et al. §4.1).
+    ``progress(done, total)`` is called after each forward pass (one per text and gradient, one per batch and
+    head for ablation).
     """
     if method not in IMPORTANCE_METHODS:
         raise UnknownNameError("importance method", method, IMPORTANCE_METHODS)
@@ -72,6 +76,7 @@ def head_importance(lm: LoadedModel, texts: Sequence[str], *, method: str = "abl
     n_layers, n_heads = _geometry(lm)
     chunks = [(list(texts[i:i + batch_size]), None if labels is None else list(labels[i:i + batch_size]))
               for i in range(0, len(texts), batch_size)]
+    n_done, n_work = 0, len(texts) if method == "gradient" else len(chunks) * (1 + n_layers * n_heads)
     if method == "gradient":
         total = np.zeros((n_layers, n_heads))
         for chunk, labs in chunks:
@@ -83,6 +88,9 @@ def head_importance(lm: LoadedModel, texts: Sequence[str], *, method: str = "abl
                 loss = torch.nn.functional.cross_entropy(logits, ref)
                 (g,) = torch.autograd.grad(loss, gate.gate)
                 total += g.abs().double().numpy()
+                n_done += 1
+                if progress is not None:
+                    progress(n_done, n_work)
         imp = total / len(texts)
         norm = np.linalg.norm(imp, axis=1, keepdims=True)
         scores = {"gradient": imp, "gradient_normalized": imp / np.where(norm > 0, norm, 1.0)}
@@ -96,6 +104,7 @@ def head_importance(lm: LoadedModel, texts: Sequence[str], *, method: str = "abl
             ref = torch.tensor(labs) if labs is not None else base.argmax(-1)
             lb = torch.log_softmax(base, -1)
             base_loss = torch.nn.functional.nll_loss(lb, ref, reduction="none")
+            n_done += 1
             idx = torch.arange(len(chunk))
             for layer in range(n_layers):
                 for head in range(n_heads):
@@ -110,6 +119,9 @@ def head_importance(lm: LoadedModel, texts: Sequence[str], *, method: str = "abl
                     if labels is not None:
                         sums["accuracy_drop"][layer, head] += float(
                             ((base.argmax(-1) == ref).double() - (new.argmax(-1) == ref).double()).sum())
+                    n_done += 1
+                    if progress is not None:
+                        progress(n_done, n_work)
         scores = {k: v / len(texts) for k, v in sums.items()}
     return HeadScores(scores=scores, layers=list(range(n_layers)), heads=list(range(n_heads)),
                       name=f"head_importance_{method}", stream="self",

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..commands import QUIET_HELP, THREADS_HELP, check_out, set_threads
 from ..errors import InputError
+from ..progress import progress_bar, status
 
 console = Console()
 
@@ -84,6 +86,8 @@ def explain(
     top_k: int = typer.Option(3, "--top-k", help="k of the top-k overlap."),
     faithful: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="Deletion/insertion curves + AOPC."),
     out: Path = typer.Option(Path("attnscope-explain"), "--out", "-o", help="Output directory (PNG + JSON)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     seed: int = typer.Option(0, help="Seed (random heads, sampling)."),
     allow_random_head: bool = typer.Option(False, "--allow-random-head", help="Run even when the prediction head "
                                            "is randomly initialised (the result then explains random weights)."),
@@ -92,22 +96,27 @@ def explain(
 ) -> None:
     """Explain one prediction: attention, rollout, attention×gradient, Chefer relevancy and Captum
     attributions side by side, their agreement (Spearman, Kendall, top-k) and faithfulness (AOPC)."""
+    check_out(out)
+    set_threads(threads)
     from .agreement import ALL_METHODS, explain as run_explain
     from .faithfulness import faithfulness
     from .plots import plot_explanation, plot_faithfulness
 
-    lm = load_for_task(model, task, seed=seed, note=False)
+    with status(f"loading {model}", quiet=quiet):
+        lm = load_for_task(model, task, seed=seed, note=False)
     chosen = list(ALL_METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     tgt: int | str | None = int(target) if target is not None and target.lstrip("-").isdigit() else target
-    e = run_explain(lm, text, chosen, target=tgt, ig_steps=ig_steps, n_samples=samples, k=top_k, seed=seed,
-                    allow_random_head=allow_random_head, include_unconverged=include_unconverged)
+    with status(f"explaining with {len(chosen)} methods", quiet=quiet):
+        e = run_explain(lm, text, chosen, target=tgt, ig_steps=ig_steps, n_samples=samples, k=top_k, seed=seed,
+                        allow_random_head=allow_random_head, include_unconverged=include_unconverged)
     for w in e.warnings:
         console.print(f"[bold red]WARNING:[/bold red] [red]{escape(w)}[/red]")
     out.mkdir(parents=True, exist_ok=True)
     plot_explanation(e, out / "explain.png")
     result = e.to_dict()
     if faithful:
-        f = faithfulness(lm, text, e.scores, target=e.target)
+        with status("faithfulness curves", quiet=quiet):
+            f = faithfulness(lm, text, e.scores, target=e.target)
         plot_faithfulness(f, out / "faithfulness.png")
         result["faithfulness"] = f.to_dict()
     (out / "explain.json").write_text(json.dumps(result, indent=1))
@@ -120,7 +129,8 @@ def explain(
         console.print(f"[red]{m} left out of the agreement table (failed its check; --include-unconverged keeps it)[/red]")
     if faithful:
         console.print("AOPC deletion: " + ", ".join(f"{m}={v:.4f}" for m, v in result["faithfulness"]["aopc"]["deletion"].items()))
-    console.print(f"wrote {out / 'explain.png'}, {out / 'explain.json'}")
+    written = [out / "explain.png"] + ([out / "faithfulness.png"] if faithful else []) + [out / "explain.json"]
+    console.print("wrote " + ", ".join(map(str, written)), highlight=False)
 
 
 def ablate(
@@ -132,40 +142,53 @@ def ablate(
     zero: Optional[List[str]] = typer.Option(None, "--zero", help="Only zero these heads (LAYER:HEAD, repeatable) "
                                              "and report the prediction change per text."),
     out: Path = typer.Option(Path("attnscope-ablate"), "--out", "-o", help="Output directory (PNG + JSON)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     seed: int = typer.Option(0, help="Seed for a random classification head."),
 ) -> None:
     """Head importance over texts by ablation and/or gradient, as layer × head heatmaps; or, with --zero,
     the prediction change (KL, probability shift, logit difference) of removing given heads."""
+    check_out(out)
+    set_threads(threads)
     from .ablation import head_importance
     from .interventions import ZeroHeads, intervene
     from .plots import plot_head_heatmap
 
-    lm = load_for_task(model, task, seed=seed)
     texts = _texts(text, file)
+    with status(f"loading {model}", quiet=quiet):
+        lm = load_for_task(model, task, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     if zero:
         heads = _heads(zero)
         table = Table("text", "KL", "prob shift", "logit diff", "flipped")
         rows = []
-        for t in texts:
-            r = intervene(lm, t, [ZeroHeads(heads)])
+        with progress_bar("zeroing heads", quiet=quiet) as update:
+            update(0, len(texts))
+            results = []
+            for t in texts:
+                results.append(intervene(lm, t, [ZeroHeads(heads)]))
+                update(len(results), len(texts))
+        for t, r in zip(texts, results):
             rows.append({k: v for k, v in r.items() if k != "tokens"} | {"text": t})
             table.add_row(t[:50], f"{r['kl']:.4g}", f"{r['prob_shift']:+.4f}", f"{r['logit_diff']:+.4f}", str(r["flipped"]))
         console.print(table)
         (out / "zero_heads.json").write_text(json.dumps(rows, indent=1))
+        console.print(f"wrote {out / 'zero_heads.json'}", highlight=False)
         return
     methods = ["ablation", "gradient"] if method == "both" else [method]
     result = {}
     for m in methods:
-        hs = head_importance(lm, texts, method=m)
+        with progress_bar(f"head importance by {m}", quiet=quiet) as update:
+            hs = head_importance(lm, texts, method=m, progress=update)
         metric = "kl" if m == "ablation" else "gradient"
         plot_head_heatmap(hs[metric], out / f"heads_{m}.png", title=f"{lm.name}: head importance by {m} ({metric}, "
                           f"{len(texts)} texts)", label=metric)
         result[m] = hs.to_dict()
         best = sorted(hs.rows(), key=lambda r: -r[metric])[:5]
         console.print(f"[bold]{m}[/bold] top heads: " + ", ".join(f"L{r['layer']}H{r['head']}={r[metric]:.3g}" for r in best))
-        console.print(f"wrote {out / f'heads_{m}.png'}")
+        console.print(f"wrote {out / f'heads_{m}.png'}", highlight=False)
     (out / "head_importance.json").write_text(json.dumps(result, indent=1))
+    console.print(f"wrote {out / 'head_importance.json'}", highlight=False)
 
 
 def probe(
@@ -178,9 +201,13 @@ def probe(
     attribute: Optional[List[str]] = typer.Option(None, "--attribute", help="Attribute words for --direction from."),
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     out: Path = typer.Option(Path("attnscope-probe"), "--out", "-o", help="Output directory (PNG + JSON)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Bias probe: attention to/from word groups across templated sentences, Welch's t-test and Hedges' g.
     Attention weights alone are not evidence of model bias."""
+    check_out(out)
+    set_threads(threads)
     from ..models import load_model
     from .bias import NOTE, bias_probe
     from .plots import plot_bias
@@ -193,8 +220,10 @@ def probe(
                 raise InputError(f"--group {g!r}: write NAME=word1,word2")
             name, ws = g.split("=", 1)
             groups[name.strip()] = [w.strip() for w in ws.split(",") if w.strip()]
-    lm = load_model(model)
-    r = bias_probe(lm, groups, template or None, direction=direction, attribute_words=attribute or None)
+    with status(f"loading {model}", quiet=quiet):
+        lm = load_model(model)
+    with status("probing", quiet=quiet):
+        r = bias_probe(lm, groups, template or None, direction=direction, attribute_words=attribute or None)
     out.mkdir(parents=True, exist_ok=True)
     plot_bias(r, out / "probe.png")
     (out / "probe.json").write_text(json.dumps(r.to_dict(), indent=1))
@@ -204,7 +233,7 @@ def probe(
                       f"{t['hedges_g']:.2f}")
     console.print(table)
     console.print(f"[italic]{NOTE}[/italic]")
-    console.print(f"wrote {out / 'probe.png'}")
+    console.print(f"wrote {out / 'probe.png'}, {out / 'probe.json'}", highlight=False)
 
 
 def counterfactual(
@@ -216,21 +245,27 @@ def counterfactual(
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     task: str = typer.Option("auto", help=TASK_HELP),
     out: Path = typer.Option(Path("attnscope-counterfactual"), "--out", "-o", help="Output directory."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     seed: int = typer.Option(0, help="Seed for a random classification head."),
 ) -> None:
     """Token interventions (mask/replace/delete each word, all its sub-tokens) ranked by prediction change,
     or user-given counterfactual texts compared with the original (KL, probability shift, attention MSE/KL)."""
+    check_out(out)
+    set_threads(threads)
     from .counterfactual import compare_counterfactuals, token_interventions
     from .plots import plot_token_effects
 
-    lm = load_for_task(model, task, seed=seed)
+    with status(f"loading {model}", quiet=quiet):
+        lm = load_for_task(model, task, seed=seed)
+    with progress_bar("counterfactuals" if alternative else f"{mode} each word", quiet=quiet) as update:
+        if alternative:
+            rows = compare_counterfactuals(lm, text, alternative, progress=update)
+            labels = [{**r, "word": r["text"][:40]} for r in rows]
+        else:
+            rows = token_interventions(lm, text, mode=mode, replacement=replacement, progress=update)
+            labels = rows
     out.mkdir(parents=True, exist_ok=True)
-    if alternative:
-        rows = compare_counterfactuals(lm, text, alternative)
-        labels = [{**r, "word": r["text"][:40]} for r in rows]
-    else:
-        rows = token_interventions(lm, text, mode=mode, replacement=replacement)
-        labels = rows
     plot_token_effects(labels, out / "counterfactual.png", title=f"{lm.name}: effect on the prediction and attention")
     (out / "counterfactual.json").write_text(json.dumps(rows, indent=1))
     table = Table("edit", "KL", "prob shift", "attention MSE", "attention KL")
@@ -238,7 +273,7 @@ def counterfactual(
         table.add_row(r["word"], f"{r['kl']:.4g}", f"{r['prob_shift']:+.4f}", f"{r['attention_mse']:.3g}",
                       f"{r['attention_kl']:.3g}")
     console.print(table)
-    console.print(f"wrote {out / 'counterfactual.png'}")
+    console.print(f"wrote {out / 'counterfactual.png'}, {out / 'counterfactual.json'}", highlight=False)
 
 
 def dropout(
@@ -248,17 +283,23 @@ def dropout(
     which: str = typer.Option("used", help="used (after attention dropout) or softmax (before)."),
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     out: Path = typer.Option(Path("attnscope-dropout"), "--out", "-o", help="Output directory."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """MC-dropout consistency of attention: mean/std/CV maps and pairwise correlation of runs."""
+    check_out(out)
+    set_threads(threads)
     import numpy as np
 
     from ..models import load_model
     from .dropout import dropout_consistency
     from .plots import plot_dropout
 
-    lm = load_model(model)
-    r = dropout_consistency(lm, text, n_runs=runs, p=p, which=which, seed=seed)
+    with status(f"loading {model}", quiet=quiet):
+        lm = load_model(model)
+    with progress_bar("dropout runs", quiet=quiet) as update:
+        r = dropout_consistency(lm, text, n_runs=runs, p=p, which=which, seed=seed, progress=update)
     out.mkdir(parents=True, exist_ok=True)
     plot_dropout(r, out / "dropout.png")
     (out / "dropout.json").write_text(json.dumps({"pairwise_correlations": r.pairwise_correlations.tolist(),
@@ -266,4 +307,5 @@ def dropout(
                                                   "layers": r.layers, "tokens": r.tokens}, indent=1))
     c = r.pairwise_correlations
     console.print(f"{runs} runs: pairwise correlation mean {np.mean(c):.3f} (min {np.min(c):.3f}); "
-                  f"mean CV {r.head_cv().mean():.3f}; wrote {out / 'dropout.png'}")
+                  f"mean CV {r.head_cv().mean():.3f}")
+    console.print(f"wrote {out / 'dropout.png'}, {out / 'dropout.json'}", highlight=False)

@@ -21,6 +21,7 @@ import torch
 from ..capture.api import check_text
 from ..errors import InputError, UnknownNameError
 from ..models import LoadedModel
+from ..progress import ProgressCallback
 from ..trace import Tokens
 from .interventions import ProbsProbe, encode, output_logits, prediction_change, run_with_interventions
 
@@ -97,13 +98,14 @@ def _mask_id(tok) -> int:
 
 
 def token_interventions(lm: LoadedModel, text: str, *, mode: str = "mask", replacement: str | None = None,
-                        target: int | None = None) -> list[dict[str, Any]]:
+                        target: int | None = None, progress: ProgressCallback | None = None
+                        ) -> list[dict[str, Any]]:
     """Edit each word in turn and rank the words by the prediction change (KL, largest first).
 
     ``mask``: each of the word's sub-tokens becomes the tokenizer's mask token (else [UNK]/padding);
     ``replace``: the word is replaced in the text by ``replacement`` and re-tokenised; ``delete``: the
     word is removed from the text. Rows: word, tokens, kl, prob_shift, logit_diff, flipped,
-    attention_mse, attention_kl, aligned_tokens.
+    attention_mse, attention_kl, aligned_tokens. ``progress(done, total)`` is called after each word.
     """
     if mode not in MODES:
         raise UnknownNameError("token intervention mode", mode, MODES)
@@ -114,7 +116,10 @@ def token_interventions(lm: LoadedModel, text: str, *, mode: str = "mask", repla
     base_logits, base_maps = _run(lm, inputs)
     ids = inputs["input_ids"][0].tolist()
     rows = []
-    for w in words(text, tokens):
+    all_words = words(text, tokens)
+    for n_done, w in enumerate(all_words, 1):
+        if progress is not None:
+            progress(n_done - 1, len(all_words))
         if mode == "mask":
             new_inputs = {k: v.clone() for k, v in inputs.items()}
             new_inputs["input_ids"][0, list(w.tokens)] = _mask_id(lm.tokenizer)
@@ -133,14 +138,18 @@ def token_interventions(lm: LoadedModel, text: str, *, mode: str = "mask", repla
         row.update(prediction_change(base_logits, logits, target))
         row.update(attention_change(base_maps, maps, ia, ib))
         rows.append(row)
+    if progress is not None:
+        progress(len(all_words), len(all_words))
     rows.sort(key=lambda r: -r["kl"])
     return rows
 
 
 def compare_counterfactuals(lm: LoadedModel, text: str, alternatives: Sequence[str], *,
-                            target: int | None = None) -> list[dict[str, Any]]:
+                            target: int | None = None, progress: ProgressCallback | None = None
+                            ) -> list[dict[str, Any]]:
     """Compare user-given counterfactual texts with the original: prediction change and attention change
-    on the shared tokens (common token prefix and suffix). One row per alternative, in the given order."""
+    on the shared tokens (common token prefix and suffix). One row per alternative, in the given order;
+    ``progress(done, total)`` is called after each."""
     text = check_text(text)
     if not alternatives:
         raise InputError("give at least one counterfactual text")
@@ -159,4 +168,6 @@ def compare_counterfactuals(lm: LoadedModel, text: str, alternatives: Sequence[s
         row.update(prediction_change(base_logits, logits, target))
         row.update(attention_change(base_maps, maps, ia, ib))
         rows.append(row)
+        if progress is not None:
+            progress(len(rows), len(alternatives))
     return rows

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import InputError
 from ..models import LoadedModel
+from ..progress import ProgressCallback
 from .interventions import Site, encode, output_logits, run_with_interventions
 
 WHICH = ("used", "softmax")
@@ -88,12 +89,13 @@ def _has_logits(output) -> bool:
 
 
 def dropout_consistency(lm: LoadedModel, text: str, *, n_runs: int = 20, seed: int = 0, p: float | None = None,
-                        which: str = "used") -> DropoutConsistency:
+                        which: str = "used", progress: ProgressCallback | None = None) -> DropoutConsistency:
     """Attention of ``text`` under MC dropout over ``n_runs`` runs (see the module docstring).
 
     ``p`` overrides every attention module's dropout rate (default: the model's own, e.g. BERT's
     ``attention_probs_dropout_prob``); hidden dropout keeps the model's own rates. A model without a
     prediction head (a bare encoder such as ``minilm``) gives attention only (``prediction_mean`` is None).
+    ``progress(done, n_runs)`` is called after each run.
     """
     if n_runs < 2:
         raise InputError(f"n_runs must be at least 2 to measure consistency, got {n_runs}")
@@ -114,13 +116,15 @@ def dropout_consistency(lm: LoadedModel, text: str, *, n_runs: int = 20, seed: i
         lm.model.train()
         for s in sites:
             modules[s].training = False  # SDPA gets dropout=0; the intervention applies it instead
-        for _ in range(n_runs):
+        for r in range(n_runs):
             iv = AttentionDropout(rates, gen)
             out = run_with_interventions(lm, inputs, [iv])
             rec = iv.used if which == "used" else iv.softmax
             runs.append(torch.stack([torch.cat(rec[s], dim=2)[0] for s in sites]))  # (L, H, N, N)
             if _has_logits(out):  # a bare encoder (no prediction head) gives attention only
                 probs.append(torch.softmax(output_logits(lm, out)[0].double(), -1))
+            if progress is not None:
+                progress(r + 1, n_runs)
     finally:
         for m, t in state.items():
             m.training = t

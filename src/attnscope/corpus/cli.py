@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..commands import THREADS_HELP, check_out, set_threads
 from ..commands import parse_indices as _indices
 from ..errors import InputError
 
@@ -34,6 +35,7 @@ def corpus(
     engine: str = typer.Option("local", help="local | ray"),
     address: Optional[str] = typer.Option(None, help="Ray cluster address, e.g. 'auto' (engine ray)."),
     workers: Optional[int] = typer.Option(None, help="Ray actors (default: the cluster's CPUs)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP + " With Ray: threads per actor."),
     overwrite: bool = typer.Option(False, help="Recompute when OUT exists from a finished run."),
     keep_parts: bool = typer.Option(False, help="Keep the shard directory after merging."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with rate and ETA (stderr)."),
@@ -46,6 +48,10 @@ def corpus(
     from .pipeline import run_corpus, stream_corpus
 
     layer_list, head_list = _indices(layers, "layer"), _indices(heads, "head")
+    for path, option in ((out, "--out"), (aggregates, "--aggregates"), (errors, "--errors")):
+        if path is not None:
+            check_out(path, option=option, kind="file")
+    n_threads = set_threads(threads)
     if out is None:
         if input != "-":
             raise InputError("pass --out stats.parquet (or read '-' from stdin to stream JSON lines to stdout)")
@@ -65,7 +71,7 @@ def corpus(
                      max_batch_tokens=max_batch_tokens, shard_size=shard_size, text_field=text_field,
                      id_field=id_field, format=format, engine=engine, address=address, num_workers=workers,
                      progress=progress and input != "-", overwrite=overwrite, keep_parts=keep_parts,
-                     statistics=statistics)
+                     statistics=statistics, threads=n_threads)
     resumed = f" ({res.shards_resumed} shards resumed)" if res.shards_resumed else ""
     if res.n_duplicates:
         more = ", …" if res.n_duplicates > 5 else ""

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..commands import QUIET_HELP, THREADS_HELP, check_out, set_threads
 from ..errors import InputError
 
 
@@ -18,13 +19,19 @@ def report(
     target: Optional[str] = typer.Option(None, "--target", help="Target text for encoder-decoder models."),
     title: Optional[str] = typer.Option(None, "--title", help="Report title."),
     figures: bool = typer.Option(False, "--figures", help="Also save every figure as PNG, SVG and PDF under OUT/figures."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Write one offline HTML report (figures, head statistics and roles, rollout, metadata) for TEXT or --trace."""
-    from ..trace import AttentionTrace
-    from .report import write_report
+    from ..progress import progress_bar, status
 
     if (text is None) == (trace is None):
         raise InputError("give either TEXT or --trace FILE (not both, not neither)")
+    check_out(out)
+    set_threads(threads)
+    from ..trace import AttentionTrace
+    from .report import write_report
+
     if trace is not None:
         t = AttentionTrace.load(trace)
     else:
@@ -32,11 +39,16 @@ def report(
         from ..models import load_model
 
         kwargs = {"target": target} if target is not None else {}
-        t = capture(load_model(model), text, mode="full", **kwargs)
-    path = write_report(t, out, title)
+        with status(f"loading {model}", quiet=quiet) as say:
+            lm = load_model(model, progress=say)
+        with status("capturing attention", quiet=quiet):
+            t = capture(lm, text, mode="full", **kwargs)
+    with status("writing the report", quiet=quiet):
+        path = write_report(t, out, title)
     typer.echo(f"report: {path}")
     if figures:
         from .gallery import save_gallery
 
-        written = save_gallery(t, Path(out) / "figures")
+        with progress_bar("figures", quiet=quiet) as update:
+            written = save_gallery(t, Path(out) / "figures", progress=update)
         typer.echo(f"figures: {len(written)} files under {Path(out) / 'figures'}")

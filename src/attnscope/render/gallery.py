@@ -10,6 +10,7 @@ from typing import Sequence
 from .._optional import available
 from ..analysis import run_analysis
 from ..errors import AttnscopeError
+from ..progress import ProgressCallback
 from . import figures as F
 from .animation import layer_animation, mp4_available
 from .flow3d import write_flow_3d_html
@@ -17,19 +18,28 @@ from .style import FORMATS, save_figure
 
 
 def save_gallery(trace, out_dir: str | os.PathLike, formats: Sequence[str] = FORMATS,
-                 flow_outputs: Sequence[int] | None = None) -> list[Path]:
+                 flow_outputs: Sequence[int] | None = None, progress: ProgressCallback | None = None) -> list[Path]:
     """Render every figure type that applies to ``trace`` into ``out_dir``; returns the files written.
 
     Attention flow is computed for ``flow_outputs`` only, to stay quick (default: the first token, e.g.
     [CLS], for encoders; the last token for causal streams, whose first token sees only itself). The
-    1-D bars show the same query.
+    1-D bars show the same query. ``progress(done, total)`` is called after each figure (total estimated).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    extra = int(mp4_available()) + int(available("plotly"))
+    total = 1 + sum(6 if s == "cross" else 13 + extra for s in trace.streams if trace.has("weights", s))
+    done = [0]
+
+    def tick():
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], max(total, done[0]))
 
     def save(fig, name):
         written.extend(save_figure(fig, out / name, formats))
+        tick()
 
     for s in trace.streams:
         if not trace.has("weights", s):
@@ -58,11 +68,16 @@ def save_gallery(trace, out_dir: str | os.PathLike, formats: Sequence[str] = FOR
         save(F.curves_figure(run_analysis("distance_profile", trace, stream=s)), f"{s}_distance")
         save(F.similarity_figure(run_analysis("head_diversity", trace, stream=s)), f"{s}_diversity")
         written.append(layer_animation(trace, out / f"{s}_layers.gif", stream=s))
+        tick()
         if mp4_available():
             written.append(layer_animation(trace, out / f"{s}_layers.mp4", stream=s))
+            tick()
         if available("plotly"):  # the one plotly figure; the static gallery needs no extra
             written.append(write_flow_3d_html(trace, out / f"{s}_flow3d.html", stream=s))
+            tick()
         else:
             warnings.warn("the 3-D flow view is left out: it needs plotly: pip install 'attnscope[plotly]'", stacklevel=2)
     save(F.memory_figure(run_analysis("memory_estimate", trace, stream=trace.streams[0])), "memory")
+    if progress is not None:
+        progress(done[0], done[0])
     return written

@@ -5,17 +5,17 @@ training, evaluation, experiments, and export to :class:`attnscope.AttentionTrac
 Heavy parts (training, plots) are imported lazily from their modules.
 """
 
-from .attention import (
-    ATTENTION_KINDS,
-    BahdanauAttention,
-    LuongAttention,
-    MultiHeadAttention,
-    MultiHeadSelfAttention,
-    masked_softmax,
-)
-from .data import Pair, Vocab, generate_dates, generate_svo_sov, load_tsv
-from .decode import Hypothesis, beam_search, greedy_decode
-from .model import Seq2Seq, Seq2SeqConfig
+from .._lazy import lazy_exports
+
+# Imported on first use (torch behind them), so `attnscope seq2seq --help` stays fast.
+_EXPORTS = {
+    **dict.fromkeys(["ATTENTION_KINDS", "BahdanauAttention", "LuongAttention", "MultiHeadAttention",
+                     "MultiHeadSelfAttention", "masked_softmax"], ".attention"),
+    **dict.fromkeys(["Pair", "Vocab", "generate_dates", "generate_svo_sov", "load_tsv"], ".data"),
+    **dict.fromkeys(["Hypothesis", "beam_search", "greedy_decode"], ".decode"),
+    **dict.fromkeys(["Seq2Seq", "Seq2SeqConfig"], ".model"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ATTENTION_KINDS", "BahdanauAttention", "LuongAttention", "MultiHeadAttention", "MultiHeadSelfAttention",

@@ -107,14 +107,24 @@ def translate(
 @app.command()
 def compare(
     experiments: list[str] = typer.Argument(None, help="scores | lengths | dropout | heads | classifier | all"),
-    doc: Path = typer.Option(Path("docs/seq2seq.md"), help="markdown file whose result sections are replaced"),
-    img_dir: Path = typer.Option(Path("docs/seq2seq"), help="where the plots go"),
+    out: Path = typer.Option(Path("attnscope-out"), "--out", "-o", help="output folder: OUT/seq2seq.md (tables) "
+                             "and OUT/seq2seq/ (plots, saved runs); the project's own docs use --out docs"),
+    doc: Optional[Path] = typer.Option(None, help="markdown file whose result sections are replaced "
+                                       "\\[default: OUT/seq2seq.md]"),
+    img_dir: Optional[Path] = typer.Option(None, help="where the plots go \\[default: OUT/seq2seq]"),
     steps: int = typer.Option(1500, help="optimizer steps per seq2seq run (the budget)"),
     classifier_seconds: float = typer.Option(120.0, help="training budget per classifier run, CPU seconds"),
     seed: int = typer.Option(0),
     rerun: bool = typer.Option(False, help="train again even where a saved result of the same run exists"),
 ) -> None:
     """Run comparison experiments (each run in a fresh process) and write tables + plots into DOC."""
+    from ..commands import check_out
+
+    check_out(out)
+    doc = doc if doc is not None else out / "seq2seq.md"
+    img_dir = img_dir if img_dir is not None else out / "seq2seq"
+    check_out(doc, option="--doc", kind="file")
+    check_out(img_dir, option="--img-dir")
     from .experiments import EXPERIMENTS, run_experiments
 
     names = list(experiments or ["all"])
@@ -122,3 +132,4 @@ def compare(
         names = list(EXPERIMENTS)
     run_experiments(names, doc=doc, img_dir=img_dir, steps=steps, classifier_seconds=classifier_seconds, seed=seed,
                     log=lambda m: print(m, flush=True), rerun=rerun)
+    print(f"tables: {doc}\nplots:  {img_dir}", flush=True)

@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from ..commands import QUIET_HELP, THREADS_HELP, check_out, set_threads
+
 app = typer.Typer(help="Task analyses on real models: sentiment, QA, alignment, generation, dialogue.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 sentiment_app = typer.Typer(help="Fine-tune MiniLM on the packaged tweets and analyse its attention.",
@@ -72,18 +74,18 @@ def sentiment_train(
     seed: Optional[int] = typer.Option(None, help="\\[default: 0]"),
     max_steps: Optional[int] = typer.Option(None, help="stop after this many optimiser steps"),
     out: Optional[Path] = typer.Option(None, help="model directory (default: the attnscope cache)"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     reuse: bool = typer.Option(False, help="skip training when the model in --out was trained with exactly these "
                                "settings by the current recipe"),
 ) -> None:
     """Fine-tune MiniLM + a classification head on the tweets; save (safetensors) and report held-out accuracy."""
-    import torch
     from rich.progress import Progress
 
+    if out is not None:
+        check_out(out)
+    set_threads(threads)
     from .sentiment import TrainConfig, stale_reason, train_sentiment
 
-    if threads:
-        torch.set_num_threads(threads)
     given = dict(n_train=n_train, n_test=n_test, epochs=epochs, max_length=max_length, batch_size=batch_size, lr=lr,
                  head_lr=head_lr, row=row, seed=seed, max_steps=max_steps)
     cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})  # unset flags: TrainConfig's defaults
@@ -116,13 +118,21 @@ def sentiment_analyze(
     layers: Optional[str] = typer.Option("-1", help="layers for the class patterns, e.g. '-1' or '0,5'"),
     seed: int = typer.Option(1),
     out: Path = typer.Option(Path("tasks-out/sentiment"), help="output directory"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Class-averaged attention, most-attended words, rollout vs IG, misclassified held-out tweets."""
+    from ..progress import status
+
+    check_out(out)
+    set_threads(threads)
     from .sentiment import analyze_sentiment, load_sentiment_model, sample_tweets
 
-    lm = load_sentiment_model(model)
+    with status("loading the sentiment model", quiet=quiet):
+        lm = load_sentiment_model(model)
     items = sample_tweets("test", n, seed)
-    res = analyze_sentiment(lm, items, out_dir=out, bins=bins, layers=_ints(layers) or [-1], explain=text)
+    with status(f"analysing {len(items)} held-out tweets", quiet=quiet):
+        res = analyze_sentiment(lm, items, out_dir=out, bins=bins, layers=_ints(layers) or [-1], explain=text)
     console = _console()
     console.print(f"accuracy on these {res.n} held-out tweets: [bold]{res.accuracy:.3f}[/]")
     for g, words in res.tokens.by_group.items():
@@ -141,11 +151,14 @@ def qa_command(
     context_file: Optional[Path] = typer.Option(None, help="read the context from a UTF-8 file"),
     layers: Optional[str] = typer.Option(None, help="layers for the question→context map (default: last)"),
     out: Path = typer.Option(Path("tasks-out/qa")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     allow_random_head: bool = typer.Option(False, "--allow-random-head", help="run even when the model's QA head "
                                            "is randomly initialised (its answers are then arbitrary)"),
 ) -> None:
     """Predicted answer span, question→context attention, attention to the answer per layer, answer heads."""
     from ..errors import InputError
+    from ..progress import status
     from . import plots
     from .qa import answer_question
 
@@ -153,7 +166,10 @@ def qa_command(
         context = context_file.read_text(encoding="utf-8")
     if context is None:
         raise InputError("give --context or --context-file")
-    r = answer_question(model, question, context, allow_random_head=allow_random_head)
+    check_out(out)
+    set_threads(threads)
+    with status(f"answering with {model}", quiet=quiet):
+        r = answer_question(model, question, context, allow_random_head=allow_random_head)
     r.question_to_context(_ints(layers))
     fig = plots.plot_qa(r, out / "qa.png")
     _write_json(out / "qa_summary.json", r.summary())
@@ -181,18 +197,24 @@ def align_command(
     heads: Optional[str] = typer.Option(None, help="heads to average, e.g. '0,3'"),
     reference: Optional[str] = typer.Option(None, help="reference links 't-s' (target-source, 0-based), e.g. '0-0,1-2'"),
     out: Path = typer.Option(Path("tasks-out/align")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Source × target alignment from cross-attention, and which heads align best."""
     from ..errors import InputError
+    from ..progress import status
     from ..trace import AttentionTrace
     from . import plots
     from .alignment import align, best_heads, cross_alignment, score_heads
 
+    check_out(out)
+    set_threads(threads)
     if trace is not None:
         tr = AttentionTrace.load(trace)
         al = cross_alignment(tr, _ints(layers), _ints(heads))
     elif model and source:
-        tr, al = align(model, source, target, layers=_ints(layers), heads=_ints(heads))
+        with status(f"aligning with {model}", quiet=quiet):
+            tr, al = align(model, source, target, layers=_ints(layers), heads=_ints(heads))
     else:
         raise InputError("give --model and --source, or --trace")
     ref = None
@@ -216,40 +238,39 @@ def align_command(
 
 @app.command("whisper-timestamps")
 def whisper_timestamps_command(
-    audio: Optional[Path] = typer.Option(None, help="a 16 kHz mono 16-bit WAV file"),
+    audio: Optional[Path] = typer.Option(None, help="a PCM WAV file (any rate, mono or stereo, at most 30 s)"),
     say: Optional[str] = typer.Option(None, help="instead: synthesise these words with espeak-ng (known boundaries)"),
     gap: float = typer.Option(0.3, help="silence between synthesised words (s)"),
     model: str = typer.Option("whisper-tiny-en", help="a Whisper model"),
     heads: Optional[str] = typer.Option(None, help="alignment heads as layer:head pairs (default: the model's)"),
     find_heads: bool = typer.Option(False, help="with --say: score every head against the known boundaries"),
     out: Path = typer.Option(Path("tasks-out/whisper")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Word timestamps from Whisper's cross-attention (DTW over alignment heads)."""
-    import numpy as np
-
     from ..errors import InputError
     from ..models import load_model
     from . import plots
     from .alignment import best_heads
-    from .whisper_timestamps import (SAMPLE_RATE, _read_wav, alignment_heads, compare_boundaries,
-                                     find_alignment_heads, synthesize_words, word_timestamps)
+    from ..audio import read_wav
+    from ..progress import status
+    from .whisper_timestamps import (SAMPLE_RATE, alignment_heads, compare_boundaries, find_alignment_heads,
+                                     synthesize_words, word_timestamps)
 
     ref = None
+    check_out(out)
+    set_threads(threads)
     if say:
         x, sr, ref = synthesize_words(say.split(), gap)
     elif audio is not None:
-        x, sr = _read_wav(audio)
-        if sr != SAMPLE_RATE:
-            from math import gcd
-
-            from scipy.signal import resample_poly
-
-            g = gcd(SAMPLE_RATE, sr)
-            x, sr = resample_poly(x, SAMPLE_RATE // g, sr // g).astype(np.float32), SAMPLE_RATE
+        x, sr = read_wav(audio, SAMPLE_RATE)
     else:
         raise InputError("give --audio FILE.wav or --say 'some words'")
-    lm = load_model(model)
-    res = word_timestamps(lm, x, sr, heads=_pairs(heads))
+    with status(f"loading {model}", quiet=quiet) as say_status:
+        lm = load_model(model, progress=say_status)
+    with status("transcribing and aligning", quiet=quiet):
+        res = word_timestamps(lm, x, sr, heads=_pairs(heads))
     console = _console()
     console.print(f"transcript: {res.text!r}")
     for w in res.words:
@@ -262,7 +283,8 @@ def whisper_timestamps_command(
         console.print(f"matched {cmp['matched']}/{cmp['of']} words; start MAE {cmp['start_mae']:.3f} s, "
                       f"end MAE {cmp['end_mae']:.3f} s, boundary error (to the silent gap) {cmp['boundary_mae']:.3f} s")
         if find_heads:
-            hs, _ = find_alignment_heads(lm, x, ref, sr)
+            with status("scoring every head", quiet=quiet):
+                hs, _ = find_alignment_heads(lm, x, ref, sr)
             best = best_heads(hs, "reference_mass", k=8)
             plots.plot_head_scores(hs, out / "whisper_heads.png", "reference_mass",
                                    "mass on the true word frames (cyan: the model's alignment heads)",
@@ -288,13 +310,20 @@ def generation_monitor_command(
     chat: bool = typer.Option(True, help="apply the chat template"),
     threshold: float = typer.Option(0.3, help="flag tokens whose probability is below this"),
     out: Path = typer.Option(Path("tasks-out/generation")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Per generated token: attention entropy per layer, max weight, prompt/generated/sink mass, confidence."""
+    from ..progress import status
+
+    check_out(out)
+    set_threads(threads)
     from . import plots
     from .generation_monitor import monitor_generation
 
-    m = monitor_generation(model, prompt, max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
-                           top_p=top_p, seed=seed, chat=chat, threshold=threshold)
+    with status(f"generating up to {max_new_tokens} tokens with {model}", quiet=quiet):
+        m = monitor_generation(model, prompt, max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
+                               top_p=top_p, seed=seed, chat=chat, threshold=threshold)
     plots.plot_generation(m, out / "generation_monitor.png")
     _write_json(out / "generation_monitor.json", {**m.summary(), "steps": m.rows()})
     console = _console()
@@ -314,9 +343,15 @@ def dialogue_command(
     model: str = typer.Option("smollm2", help="a chat model with a chat template"),
     keep_sink: bool = typer.Option(False, help="keep the first token's (sink) mass in the matrices"),
     out: Path = typer.Option(Path("tasks-out/dialogue")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Utterance × utterance attention per layer: which earlier turns each turn reads."""
     from ..errors import InputError
+    from ..progress import status
+
+    check_out(out)
+    set_threads(threads)
     from . import plots
     from .dialogue import dialogue_attention
 
@@ -329,7 +364,8 @@ def dialogue_command(
         msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turn)]
     else:
         raise InputError("give --messages FILE.json or --turn … --turn …")
-    d = dialogue_attention(model, msgs, exclude_sink=not keep_sink)
+    with status(f"reading the dialogue with {model}", quiet=quiet):
+        d = dialogue_attention(model, msgs, exclude_sink=not keep_sink)
     plots.plot_dialogue(d, out / "dialogue.png")
     _write_json(out / "dialogue.json", d.summary())
     console = _console()

@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -209,15 +208,11 @@ def espeak_available() -> bool:
 
 
 def _read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as f:
-        sr, n, width, ch = f.getframerate(), f.getnframes(), f.getsampwidth(), f.getnchannels()
-        raw = f.readframes(n)
-    if width != 2:
-        raise ModelLoadError(f"espeak-ng wrote {8 * width}-bit audio; expected 16-bit")
-    x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    if ch > 1:
-        x = x.reshape(-1, ch).mean(1)
-    return x, sr
+    """A WAV file as mono float32 at its own rate (any length: espeak-ng's words, or a user's file that
+    :func:`attnscope.audio.read_wav` bounds before it gets here)."""
+    from ..audio import read_wav
+
+    return read_wav(path, max_seconds=None)
 
 
 def _active_span(x: np.ndarray, sr: int, rel_threshold: float = 0.05, win_s: float = 0.01) -> tuple[int, int]:
@@ -255,7 +250,8 @@ def synthesize_words(words: Sequence[str], gaps: float | Sequence[float] = 0.3, 
     with tempfile.TemporaryDirectory() as d:
         for k, w in enumerate(words):
             path = Path(d) / f"w{k}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), w], check=True,
+            # "--" ends the options: a word like "-x" or "--help" is text to say, not an option
+            subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), "--", w], check=True,
                            capture_output=True, timeout=60)
             x, sr = _read_wav(path)
             if sr != SAMPLE_RATE:
