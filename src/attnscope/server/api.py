@@ -27,8 +27,8 @@ from ..errors import InputError, UnknownNameError
 from ..models import CATALOGUE, describe_catalogue, load_model
 from . import payload
 from .config import ServerConfig
-from .schemas import (MAX_INDEX, AnalysisOut, AnalysisRunBase, AnalyzeRequest, BatchItem, BatchOut, BatchRequest, ErrorOut, GenerateRequest, Health,
-                      ModelOut, RunAnalysisRequest, TraceOut, TraceRequest)
+from .schemas import (MAX_INDEX, AnalysisOut, AnalysisRunBase, AnalyzeRequest, BatchItem, BatchOut, BatchRequest,
+                      ErrorOut, GenerateRequest, Health, ModelOut, RunAnalysisRequest, TraceOut, TraceRequest)
 from .worker import InferenceWorker
 
 BINARY_TYPES = (payload.MEDIA_TYPE, "application/octet-stream")

@@ -117,8 +117,9 @@ def render(spec: dict[str, Any]) -> str:
     for tag, eps in by_tag.items():
         out.append(f"<h2>{escape(tag)}</h2>")
         for path, method, op in eps:
-            out.append(f"<div class=ep id=\"{escape(method + path, quote=True)}\"><span class=m>{escape(method.upper())}"
-                       f"</span> <span class=p>{escape(path)}</span> — {escape(op.get('summary', ''))}")
+            out.append(f"<div class=ep id=\"{escape(method + path, quote=True)}\"><span class=m>"
+                       f"{escape(method.upper())}</span> <span class=p>{escape(path)}</span> — "
+                       f"{escape(op.get('summary', ''))}")
             if op.get("description"):
                 out.append(f"<div class=d>{escape(op['description'])}</div>")
             params = op.get("parameters", [])

@@ -186,10 +186,11 @@ ExplainMethod = Literal["attention", "rollout", "attn_x_grad", "chefer", "integr
 
 
 class _Target(_Strict):
-    target_class: TokenIndex | str | None = Field(None, description="Classifiers: class index or label (config.id2label); "
-                                                             "default the predicted class.")
-    target_token: TokenIndex | str | None = Field(None, description="Language models: token id, or a string that is exactly "
-                                                             "one token (e.g. \" Paris\"); default the predicted token.")
+    target_class: TokenIndex | str | None = Field(None, description="Classifiers: class index or label "
+                                                                    "(config.id2label); default the predicted class.")
+    target_token: TokenIndex | str | None = Field(None, description="Language models: token id, or a string that is "
+                                                                    "exactly one token (e.g. \" Paris\"); default the "
+                                                                    "predicted token.")
 
 
 class ExplainRequest(_Target):
@@ -206,6 +207,10 @@ class ExplainRequest(_Target):
     absolute: bool = Field(True, description="Compare scores by magnitude (signed methods vs attention).")
     seed: Seed = Field(0, description="Seed of the sampling methods (LIME, Shapley), 0..2**32-1.")
     faithfulness: bool = Field(False, description="Also compute deletion/insertion curves and AOPC per method.")
+    allow_random_head: bool = Field(False, description="Explain even when the model's prediction head was "
+                                                       "initialised at random on load (the answer's warnings say so).")
+    include_unconverged: bool = Field(False, description="Keep integrated gradients in the agreement rows even when "
+                                                         "they fail their completeness check.")
 
 
 class AgreementRow(BaseModel):
@@ -233,6 +238,10 @@ class ExplainOut(BaseModel):
     agreement: list[AgreementRow] = Field(..., description="every method against attention and rollout")
     meta: dict[str, Any]
     faithfulness: dict[str, Any] | None = Field(None, description="fractions, curves, aopc (when asked for)")
+    warnings: list[str] = Field([], description="loud lines to show with the result: a random prediction head, "
+                                                "integrated gradients that failed their completeness check")
+    completeness_ok: bool | None = Field(None, description="integrated gradients passed the completeness check "
+                                                           "(null when not computed); meta.ig_completeness has the numbers")
 
 
 HeadPair = tuple[LayerIndex, HeadIndex]
