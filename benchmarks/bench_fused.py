@@ -1,6 +1,7 @@
 """One attention call, statistics mode: SDPA alone vs the ways attnscope can add statistics to it.
 
     python benchmarks/bench_fused.py [--batch 8] [--heads 12] [--tokens 512] [--dim 32] [--rounds 5] [--threads 2]
+                                     [--archs native,x86-64-v3,x86-64-v2,none]
 
 MiniLM's shape by default (12 heads of 32 dims, 8 texts of 512 tokens, a padding mask). Methods, all on
 the same random q, k, v, medians of interleaved rounds:
@@ -9,6 +10,8 @@ the same random q, k, v, medians of interleaved rounds:
                  query blocks of scores, torch.softmax, row_statistics_from_scores): statistics mode before
                  the fused path, and still the path of sites it cannot fuse
   fused          capture/fused.stats_attention: bmm, the compiled row kernel, bmm (the default)
+  fused[ARCH]    the same with the kernel built for -march=ARCH (none: no -march flag), with --archs;
+                 compares a portable build with the -march=native default
 Prints seconds, ratio to sdpa and ns per score (B * H * N^2).
 """
 
@@ -16,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from attnscope.capture import fused
 from attnscope.capture.interface import CaptureSession, Site, _record
+from attnscope.capture import native
 from attnscope.capture.native import kernel
 from attnscope.capture.recorders import Scratch, StatsRecorder
 from attnscope.statistics import STREAMING_STATS
@@ -35,6 +41,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--archs", default="", help="comma-separated -march values to compare (none = no flag)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     B, H, N, D = args.batch, args.heads, args.tokens, args.dim
@@ -60,6 +67,15 @@ def main() -> None:
         fused.stats_attention(q, k, v, mask, scale, False, 0, 0, STREAMING_STATS, Scratch())
 
     methods = {"sdpa": sdpa, "recompute": recompute, "fused": fused_stats}
+    build_dir = Path(tempfile.mkdtemp(prefix="attnscope-bench-"))
+    for arch in filter(None, args.archs.split(",")):
+        flags = [] if arch == "none" else [f"-march={arch}"]
+        fn = native.load(native.build(native._compiler(), build_dir, arch_flags=(flags,)))
+
+        def run(fn=fn):
+            fused.stats_attention(q, k, v, mask, scale, False, 0, 0, STREAMING_STATS, Scratch(), row_kernel=fn)
+
+        methods[f"fused[{arch}]"] = run
     for fn in methods.values():
         fn()  # warm up
     times: dict[str, list[float]] = {m: [] for m in methods}
@@ -70,7 +86,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     scores = B * H * N * N
     base = statistics.median(times["sdpa"])
-    print(f"torch {torch.__version__}, threads {args.threads}, B={B} H={H} N={N} D={D}")
+    print(f"torch {torch.__version__}, threads {args.threads}, B={B} H={H} N={N} D={D}, rounds {args.rounds}")
     print("| method | seconds | ratio to sdpa | ns per score |")
     print("|---|---|---|---|")
     for name, ts in times.items():

@@ -70,13 +70,14 @@ class _BlockMask:
 def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                     attention_mask: torch.Tensor | None, scaling: float, causal: bool, qpos0: int,
                     key_offset: int, names: tuple[str, ...], scratch: Scratch,
-                    budget: int = FUSED_BLOCK_ELEMENTS) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    budget: int = FUSED_BLOCK_ELEMENTS, row_kernel=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Attention output and per-row statistics of every head.
 
     query: (B, H, Nq, D); key: (B, Hkv, Nk, D); value: (B, Hkv, Nk, Dv) (grouped-query: head h reads
     kv head h // (H / Hkv)); attention_mask: bool (B|1, 1|H, Nq, Nk), True = attend, or None;
     causal: implicit top-left causal masking (no mask given). qpos0: absolute position of query row 0;
     key_offset: absolute position of key column 0. names: statistics wanted (``statistics.ROW_STATS``).
+    row_kernel: a loaded row kernel (``native.load``) instead of the cached build (benchmarks compare builds).
     Returns the output (B, Nq, H, Dv) in the query's dtype (as transformers' SDPA forward returns it)
     and name -> (B, H, Nq) statistics.
     """
@@ -93,7 +94,7 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     stats = torch.empty(pairs, nq, len(KERNEL_STATS), dtype=torch.float32)
     gini = torch.empty(pairs, nq, dtype=torch.float32) if "gini" in names else None
     mask = _BlockMask(attention_mask[..., :nk], B, H) if attention_mask is not None else None
-    fn = kernel()
+    fn = kernel() if row_kernel is None else row_kernel
     if fn is None:
         raise RuntimeError("attnscope: the statistics kernel is not available (see attnscope.capture.native)")
     for ps, qs in _blocks(pairs, nq, nk, budget):
