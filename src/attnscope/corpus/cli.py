@@ -34,9 +34,10 @@ def corpus(
     shard_size: int = typer.Option(512, help="Rows per checkpointed shard (the unit of resuming)."),
     engine: str = typer.Option("local", help="local | ray"),
     address: Optional[str] = typer.Option(None, help="Ray cluster address, e.g. 'auto' (engine ray)."),
-    workers: Optional[int] = typer.Option(None, help="Ray actors (default: the cluster's CPUs)."),
+    workers: Optional[int] = typer.Option(None, help="Ray actors (default: the cluster's CPUs / threads)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP + " With Ray: threads per actor."),
-    overwrite: bool = typer.Option(False, help="Recompute when OUT exists from a finished run."),
+    overwrite: bool = typer.Option(False, help="Start over: discard an unfinished run's shards and replace "
+                                   "a finished OUT."),
     keep_parts: bool = typer.Option(False, help="Keep the shard directory after merging."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with rate and ETA (stderr)."),
 ) -> None:
