@@ -220,7 +220,8 @@ def build_attribution_router(state: ServerState) -> APIRouter:
                 raise InputError("faithfulness curves are computed at the last position; leave position unset")
             check_tokens(state, lm, req.text)
             e = explain(lm, req.text, methods, target=target, position=req.position, ig_steps=req.ig_steps,
-                        n_samples=req.n_samples, k=req.top_k, absolute=req.absolute, seed=req.seed)
+                        n_samples=req.n_samples, k=req.top_k, absolute=req.absolute, seed=req.seed,
+                        allow_random_head=req.allow_random_head, include_unconverged=req.include_unconverged)
             d = e.to_dict()
             if req.faithfulness:
                 d["faithfulness"] = faithfulness(lm, req.text, e.scores, target=e.target).to_dict()
