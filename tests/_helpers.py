@@ -107,3 +107,11 @@ def assert_traces_close(got, ref, atol: float = 1e-5, rtol: float = 0.0, probs=N
                     assert_argmax_within_rounding(st_got[name], p, msg=f"{s}: ")
                 else:
                     assert_count_within_rounding(name, st_got[name], p, n_allowed, msg=f"{s}: ")
+
+
+def head_count_bounds(name: str, maps, stream: str | None = None):
+    """(low, high) numpy (layer, head) bounds of a count statistic's head mean (``head_stats()``, the
+    corpus columns) from a trace with full float32 maps: the mean of the per-row bounds."""
+    p = maps.weights(stream, torch.float32)  # (L, H, Nq, Nk)
+    lo, hi = count_bounds(name, p, maps.row_stats(stream)["allowed_keys"])  # (L, H, Nq)
+    return lo.mean(-1).numpy(), hi.mean(-1).numpy()
