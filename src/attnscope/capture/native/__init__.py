@@ -99,7 +99,9 @@ def _check_private_dir(path: Path) -> None:
     st = path.stat()
     if not stat.S_ISDIR(st.st_mode):
         raise RuntimeError(f"kernel cache {path} is not a directory")
-    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+    if os.name != "posix":  # ownership and mode bits below are POSIX's
+        return
+    if st.st_uid != os.geteuid():
         raise RuntimeError(f"kernel cache {path} belongs to another user (uid {st.st_uid}): not used; "
                            f"set ATTNSCOPE_CACHE to a directory of your own")
     if st.st_mode & 0o022:
