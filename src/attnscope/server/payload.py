@@ -145,27 +145,13 @@ def head_map(trace, stream: str, layer: int, head: int | str) -> np.ndarray:
 
 
 def rollout_map(trace, stream: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """Attention rollout (Abnar & Zuidema 2020) after the last layer: (query, key) float16.
+    """Attention rollout (Abnar & Zuidema 2020) after the last layer: (query, key) float16, by the
+    registered ``rollout`` analysis (the one implementation)."""
+    from ..analysis import run_analysis
 
-    Uses the registered ``rollout`` analysis when :mod:`attnscope.analysis` provides it; otherwise
-    the paper's recipe (mean over heads, 0.5·A + 0.5·I, rows renormalised, layers multiplied).
-    """
-    try:
-        from ..analysis import run_analysis
-
-        res = run_analysis("rollout", trace, stream=stream)
-        return np.asarray(res.final, np.float32).astype(np.float16), {"source": "attnscope.analysis.rollout",
-                                                                      "layers": list(res.layers)}
-    except ImportError:
-        pass
-    w = trace.weights(stream).double().numpy().mean(1)  # (L, N, N)
-    n = w.shape[-1]
-    r = np.eye(n)
-    for a in w:
-        a = 0.5 * a + 0.5 * np.eye(n)
-        a /= a.sum(-1, keepdims=True)
-        r = a @ r
-    return r.astype(np.float16), {"source": "builtin", "layers": trace.layers[stream]}
+    res = run_analysis("rollout", trace, stream=stream)
+    return np.asarray(res.final, np.float32).astype(np.float16), {"source": "attnscope.analysis.rollout",
+                                                                  "layers": list(res.layers)}
 
 
 def trace_arrays(trace) -> dict[str, np.ndarray]:
