@@ -425,19 +425,24 @@ def test_row_pool_follows_torch_threads():
 
 
 def test_fused_gini_long_causal_map_against_float64(kernel_fn):
-    """Statistics mode's Gini on a 4,096-token causal map (rows with 2-4 allowed keys among 4,096
-    columns) against an independent float64 computation."""
+    """Statistics mode's Gini (and the kernel's entropy, max, mean distance) on a 4,096-token causal map
+    (rows with 2-4 allowed keys among 4,096 columns) against an independent float64 computation."""
     import numpy as np
 
     n, d = 4096, 8
     gen = torch.Generator().manual_seed(7)
     q, k, v = (torch.randn(1, 1, n, d, generator=gen) for _ in range(3))
-    _, st = fused.stats_attention(q, k, v, None, d ** -0.5, True, 0, 0, ("gini", "allowed_keys"), Scratch())
+    names = ("entropy", "max", "gini", "mean_distance", "allowed_keys")
+    _, st = fused.stats_attention(q, k, v, None, d ** -0.5, True, 0, 0, names, Scratch())
     rows = [1, 2, 3, 5, 1000, n - 1]
     scores = (q[0, 0, rows].double() @ k[0, 0].double().T) * d ** -0.5  # (R, N) float64
     for i, r in enumerate(rows):
-        x = np.sort(torch.softmax(scores[i, : r + 1], -1).numpy())  # the allowed keys, ascending
+        p = torch.softmax(scores[i, : r + 1], -1).numpy()  # the allowed keys, float64
+        x = np.sort(p)
         ranks = np.arange(1, r + 2)
-        want = ((2 * ranks - (r + 1) - 1) * x).sum() / ((r + 1) * x.sum())
-        assert abs(float(st["gini"][0, 0, r]) - want) < 2e-6, (r, float(st["gini"][0, 0, r]), want)
+        gini = ((2 * ranks - (r + 1) - 1) * x).sum() / ((r + 1) * x.sum())
+        assert abs(float(st["gini"][0, 0, r]) - gini) < 2e-6, (r, float(st["gini"][0, 0, r]), gini)
+        want = {"entropy": -(p * np.log(p)).sum(), "max": p.max(), "mean_distance": (p * (r - np.arange(r + 1))).sum()}
+        for name, value in want.items():
+            assert float(st[name][0, 0, r]) == pytest.approx(value, rel=1e-5, abs=2e-5), (name, r)
     assert st["allowed_keys"][0, 0, rows].tolist() == [r + 1 for r in rows]

@@ -9,8 +9,9 @@
  * with m the row maximum, t = x - m, e = exp(t) and Z = sum e, max p = 1 / Z and
  * entropy = log Z - sum(e t) / Z.
  *
- * Built by attnscope.capture.native with the system C compiler (-O3 -ffast-math -march=native) and
- * called through ctypes, which releases the GIL, so Python threads run row ranges in parallel.
+ * Built by attnscope.capture.native with the system C compiler (-O3 -march=native and the IEEE-relaxed
+ * subset of -ffast-math, see _FLAGS there; cached per CPU, sha256-checked before loading) and called
+ * through ctypes, which releases the GIL, so Python threads run row ranges in parallel.
  * Plain C99, no Python or torch headers.
  */
 #include <stdint.h>
