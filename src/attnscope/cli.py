@@ -3,7 +3,8 @@
 Commands are registered by name and imported only when they run (or their own ``--help`` is asked), so
 ``attnscope --help`` and ``attnscope --version`` import no model code (torch, transformers, matplotlib) and
 each command imports only what it uses. The one-line help shown by ``attnscope --help`` comes from
-:data:`SHORT_HELP`; tests check that it matches each command's own help.
+:data:`SHORT_HELP`; tests check that it matches each command's own help. The top-level help is plain click
+output (rich's formatter costs more start-up time than everything else); each command's help is rich.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import importlib
 import sys
 from typing import Any, Optional
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 # Sub-command groups: (module, attribute, group name). One line each; a module that fails to import
 # is a bug and must fail loudly, so nothing here is optional.
@@ -70,12 +70,12 @@ def _entries() -> dict[str, tuple[str, str]]:
     return out
 
 
-def load_command(name: str) -> click.Command:
+def load_command(name: str) -> Any:
     """Import the module of command ``name`` and build its click command (a group for a Typer app)."""
     module, attr = _entries()[name]
     obj = getattr(importlib.import_module(module), attr)
     if isinstance(obj, typer.Typer):
-        cmd: click.Command = typer.main.get_group(obj)
+        cmd = typer.main.get_group(obj)
     else:
         info = typer.models.CommandInfo(name=name, callback=obj)
         cmd = typer.main.get_command_from_info(info, pretty_exceptions_short=True,
@@ -84,7 +84,7 @@ def load_command(name: str) -> click.Command:
     return cmd
 
 
-class _Stub(click.Command):
+class _Stub(TyperCommand):
     """Stands for a command in the help listing until the command is run."""
 
 
@@ -96,9 +96,10 @@ class LazyGroup(TyperGroup):
         for name in _entries():
             if name not in self.commands:
                 help_line = SHORT_HELP.get(name)
-                self.commands[name] = _Stub(name, help=help_line) if help_line else load_command(name)
+                self.commands[name] = (_Stub(name, help=help_line, short_help=help_line) if help_line
+                                       else load_command(name))
 
-    def resolve_command(self, ctx: click.Context, args: list[str]):
+    def resolve_command(self, ctx: Any, args: list[str]):
         name, cmd, rest = super().resolve_command(ctx, args)
         if isinstance(cmd, _Stub) and name is not None:
             cmd = self.commands[name] = load_command(name)
@@ -109,6 +110,7 @@ app = typer.Typer(
     name="attnscope",
     help="Capture, analyse and visualise attention in Transformer and seq2seq models.",
     cls=LazyGroup,
+    rich_markup_mode=None,  # plain help here: typer's rich formatter alone takes longer to import than the rest
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
