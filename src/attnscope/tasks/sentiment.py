@@ -474,8 +474,9 @@ class Explanation:
     integrated_gradients: np.ndarray  # (token,) |attribution| normalised to sum 1 over content tokens
     ig_signed: np.ndarray  # (token,) raw signed attributions (sum ~ logit difference to the baseline)
     convergence_delta: float
-    spearman: float  # rank correlation of rollout and |IG| over content tokens
+    spearman: float  # rank correlation of rollout and |IG| over content tokens (NaN when IG failed its check)
     special: list[bool]
+    ig_completeness_ok: bool = True  # Σ IG = F(x) − F(x') within tolerance (captum_methods.IG_RTOL)
 
 
 def _rollout_from_cls(trace) -> np.ndarray:
@@ -491,7 +492,10 @@ def integrated_gradients(lm: LoadedModel, text: str, target: int, n_steps: int =
     from ..attribution.captum_methods import captum_attributions
 
     out = captum_attributions(lm, text, ("integrated_gradients",), target=target, ig_steps=n_steps)
-    return np.asarray(out["scores"]["integrated_gradients"], float), float(out["ig_delta"]), list(out["tokens"])
+    for w in out["warnings"]:  # a result that failed its completeness check is flagged, never silent
+        log.warning("%s (text %r)", w, text[:60])
+    delta = float(out["ig_completeness"]["delta"])  # signed: Σ attributions − (F(x) − F(x'))
+    return np.asarray(out["scores"]["integrated_gradients"], float), delta, list(out["tokens"])
 
 
 def explain_text(lm: LoadedModel, text: str, n_steps: int = 32) -> Explanation:
@@ -518,10 +522,14 @@ def explain_text(lm: LoadedModel, text: str, n_steps: int = 32) -> Explanation:
         x = np.abs(x) * content
         return x / x.sum() if x.sum() > 0 else x
 
-    rho = float(spearmanr(roll[content], np.abs(ig[content])).statistic) if content.sum() > 2 else float("nan")
-    return Explanation(text=text, tokens=trace.tokens["input"].labels(), predicted=class_labels(lm)[pred],
-                       probability=float(probs[pred]), rollout=norm(roll), integrated_gradients=norm(ig),
-                       ig_signed=ig, convergence_delta=delta, spearman=rho, special=list(special))
+    from ..attribution.captum_methods import completeness
+
+    ok = completeness(float(ig.sum()), float(ig.sum()) - delta, n_steps).ok  # delta against F(x) − F(x')
+    rho = float(spearmanr(roll[content], np.abs(ig[content])).statistic) if content.sum() > 2 and ok else float("nan")
+    return Explanation(text=text, tokens=trace.tokens["input"].labels(trace.texts.get("input")),
+                       predicted=class_labels(lm)[pred], probability=float(probs[pred]), rollout=norm(roll),
+                       integrated_gradients=norm(ig), ig_signed=ig, convergence_delta=delta, spearman=rho,
+                       special=list(special), ig_completeness_ok=ok)
 
 
 @dataclass
@@ -573,7 +581,8 @@ class SentimentAnalysis:
             "important_tokens": {g: [[w, round(s, 3), c] for w, s, c in v] for g, v in self.tokens.by_group.items()},
             "special_token_share": self.tokens.special_share,
             "explanations": [{"text": e.text, "predicted": e.predicted, "probability": e.probability,
-                              "spearman_rollout_vs_ig": e.spearman, "ig_convergence_delta": e.convergence_delta}
+                              "spearman_rollout_vs_ig": e.spearman, "ig_convergence_delta": e.convergence_delta,
+                              "ig_completeness_ok": e.ig_completeness_ok}
                              for e in self.explanations],
             "misclassified": [asdict(m) for m in self.errors],
             "figures": self.figures,
