@@ -259,8 +259,9 @@ def test_cancelled_capture_leaves_the_model_usable(minilm):
         again = asyncio.run(worker.run(lambda: capture(minilm, "The cat sat on the mat.").weights(), timeout=60))
     finally:
         worker.stop()
-    assert calls == [1] and torch.equal(again, ref)
-    assert torch.equal(capture(minilm, "The cat sat on the mat.").weights(), ref)  # and outside the worker
+    # same maps up to float noise (the worker thread may use another torch thread count)
+    assert calls == [1] and torch.allclose(again, ref, atol=2e-3) and not minilm.model.training
+    assert torch.allclose(capture(minilm, "The cat sat on the mat.").weights(), ref, atol=2e-3)  # and outside it
 
 
 def test_payload_round_trip_and_pooling():

@@ -59,6 +59,7 @@ BAD_BODIES = [  # (path, raw JSON body): each is refused by validation, before a
     ("/v1/probe", '{"templates": ["{} ran."], "layers": []}'),
     ("/v1/analyze", '{"text": "a", "layers": [100000000000000000000]}'),
     ("/v1/analyze", '{"text": "a\\udc00b"}'),
+    ("/v1/analyze", '{"text": "a", "model": "' + "m" * 2000 + '"}'),
     ("/v1/dropout", '{"text": "hi", "p": NaN}'),
     ("/v1/explain", '{"text": "hi", "ig_steps": 1000000000000}'),
     ("/v1/analyses/rollout", '{"text": "a", "params": {"residual": "abc"}}'),

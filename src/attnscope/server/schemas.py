@@ -19,6 +19,7 @@ Position = Annotated[int, Field(ge=-MAX_POSITION, le=MAX_POSITION)]
 TokenIndex = Annotated[int, Field(ge=0, le=2**31 - 1)]  # class index, token id, label
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="Random seed, 0..2**32-1.")]
 Count = Annotated[int, Field(ge=1, le=100_000)]  # steps / samples / runs (the server's own limits are lower)
+ModelName = Annotated[str, Field(min_length=1, max_length=1000)]  # a catalogue name, or an allowed path
 
 
 def _has_surrogate(x: Any) -> bool:
@@ -51,7 +52,7 @@ class AnalyzeRequest(_Strict):
                       examples=["The cat sat on the mat."])
     text_pair: str | None = Field(None, min_length=1, description="Second sentence of a pair (encoders).")
     target: str | None = Field(None, min_length=1, description="Target text (teacher forcing) for encoder-decoders.")
-    model: str | None = Field(None, description="Model name; the server's default when omitted. See GET /v1/models.")
+    model: ModelName | None = Field(None, description="Model name; the server's default when omitted. See GET /v1/models.")
     layers: list[LayerIndex] | None = Field(None, description="Model layer indices to record (negative counts from "
                                                             "the end).", max_length=256)
     heads: list[HeadIndex] | None = Field(None, description="Model head indices to record.", max_length=256)
@@ -91,7 +92,7 @@ class TraceOut(BaseModel):
 
 class BatchRequest(_Strict):
     texts: list[str] = Field(..., min_length=1, description="Texts to profile (per-head statistics each).")
-    model: str | None = None
+    model: ModelName | None = None
     layers: list[LayerIndex] | None = Field(None, max_length=256)
     heads: list[HeadIndex] | None = Field(None, max_length=256)
 
@@ -139,7 +140,7 @@ class AnalysisRunBase(_Strict):
     target: str | None = Field(None, min_length=1)
     trace_id: str | None = Field(None, max_length=64, description="A trace the explorer already captured "
                                                                   "(POST /v1/traces).")
-    model: str | None = None
+    model: ModelName | None = None
     layers: list[LayerIndex] | None = Field(None, max_length=256)
     heads: list[HeadIndex] | None = Field(None, max_length=256)
 
@@ -152,12 +153,12 @@ class TraceRequest(_Strict):
     text: str = Field(..., min_length=1)
     text_pair: str | None = Field(None, min_length=1)
     target: str | None = Field(None, min_length=1)
-    model: str | None = None
+    model: ModelName | None = None
 
 
 class GenerateRequest(_Strict):
     prompt: str = Field(..., min_length=1)
-    model: str | None = None
+    model: ModelName | None = None
     max_new_tokens: int = Field(16, ge=1, le=256)
     do_sample: bool = False
 
@@ -195,7 +196,7 @@ class _Target(_Strict):
 
 class ExplainRequest(_Target):
     text: str = Field(..., min_length=1, examples=["The acting was wooden but the soundtrack was wonderful."])
-    model: str | None = Field(None, description="A classifier or a causal language model (GET /v1/models).")
+    model: ModelName | None = Field(None, description="A classifier or a causal language model (GET /v1/models).")
     methods: list[ExplainMethod] = Field(list(get_args(ExplainMethod)), min_length=1,
                                          description="Token-importance methods to compute and compare.")
     position: Position | None = Field(None, description="Language models: the position whose next-token logit is "
@@ -291,7 +292,7 @@ Intervention = Annotated[ZeroSpec | ScaleSpec | MeanSpec | KeepSpec | KnockoutSp
 
 class AblateRequest(_Target):
     texts: list[str] = Field(..., min_length=1, description="Texts (server limit: max_attribution_texts).")
-    model: str | None = None
+    model: ModelName | None = None
     interventions: list[Intervention] | None = Field(None, description="Applied together to every text; the answer "
                                                                        "is the prediction change per text.")
     importance: Literal["ablation", "gradient"] | None = Field(
@@ -333,7 +334,7 @@ class AblateOut(BaseModel):
 
 
 class ProbeRequest(_Strict):
-    model: str | None = Field(None, description="Any encoder or decoder-only model (no prediction head needed).")
+    model: ModelName | None = Field(None, description="Any encoder or decoder-only model (no prediction head needed).")
     groups: dict[str, list[str]] | None = Field(None, description="group -> words; default he/she/they.",
                                                 examples=[{"he": ["he", "him"], "she": ["she", "her"]}])
     templates: list[str] | None = Field(None, description="Sentences with one {} for the group word; default: "
@@ -378,7 +379,7 @@ class ProbeOut(BaseModel):
 
 class CounterfactualRequest(_Target):
     text: str = Field(..., min_length=1)
-    model: str | None = None
+    model: ModelName | None = None
     alternatives: list[str] | None = Field(None, description="Counterfactual texts to compare with `text`; without "
                                                              "them every word is edited in turn (`mode`).")
     mode: Literal["mask", "replace", "delete"] = "mask"
@@ -410,7 +411,7 @@ class CounterfactualOut(BaseModel):
 
 class DropoutRequest(_Strict):
     text: str = Field(..., min_length=1)
-    model: str | None = None
+    model: ModelName | None = None
     n_runs: int = Field(20, ge=2, le=100_000, description="Dropout runs (server limit: max_runs).")
     p: float | None = Field(None, ge=0.0, lt=1.0, description="Attention dropout rate (default: the model's own).")
     which: Literal["used", "softmax"] = Field("used", description="Maps after (used) or before attention dropout.")
