@@ -86,15 +86,45 @@ def test_layer_head_grid_and_layer_means_structure():
     plt.close(fig)
 
 
-def test_cross_alignment_axes_are_source_and_target():
+def hf_seq2seq_trace(**meta):
+    """The seq2seq fixture as a Hugging Face capture holds it: target tokens = decoder inputs (start token first)."""
     t = seq2seq_trace()
+    t.meta.update({"model_kind": "seq2seq", **meta})
+    return t
+
+
+def test_cross_alignment_axes_are_source_and_target():
+    t = hf_seq2seq_trace()
     fig = rd.cross_alignment(t)
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "source" and ax.get_ylabel() == "target"
+    assert ax.get_xlabel() == "source" and ax.get_ylabel().startswith("target (token predicted")
     # readable labels: SentencePiece's "▁" dropped
     assert [x.get_text() for x in visible_ticklabels(fig, ax, "x")] == ["Das", "ist", "ein", "Test", ".", "</s>"]
-    assert [y.get_text() for y in visible_ticklabels(fig, ax, "y")] == ["<pad>", "This", "is", "a", "test", "."]
+    # row i = the decoder step that reads token i ("<pad>" = decoder start) and predicts token i + 1
+    assert [y.get_text() for y in visible_ticklabels(fig, ax, "y")] == ["This", "is", "a", "test", ".", "<next>"]
     plt.close(fig)
+
+
+def test_cross_attention_rows_follow_one_convention_everywhere():
+    from attnscope.tasks.alignment import cross_alignment as task_alignment, predicted_labels
+
+    teacher = ["This", "is", "a", "test", ".", "</s>"]  # labels of a teacher-forced capture
+    for t, rows in ((hf_seq2seq_trace(), ["This", "is", "a", "test", ".", "<next>"]),
+                    (hf_seq2seq_trace(target_labels=teacher), teacher)):
+        assert predicted_labels(t) == rows
+        figs = {"alignment": rd.cross_alignment(t), "heatmap": rd.head_heatmap(t, 0, 0, "cross"),
+                "means": rd.layer_means(t, "cross")}
+        for name, fig in figs.items():
+            ax = fig.axes[0]
+            assert [y.get_text() for y in visible_ticklabels(fig, ax, "y")] == rows, name
+            assert "predicted" in ax.get_ylabel() and ax.get_xlabel() == "source", name
+        assert "predicted" in rd.layer_head_grid(t, "cross").get_supylabel()
+        assert "predicting 'is'" in rd.query_bars(t, 1, stream="cross").axes[0].get_title()
+        al = task_alignment(t, drop_special=False)
+        assert al.target_labels == rows  # the task's alignment labels rows the same way
+    # the decoder's self-attention keeps its input tokens on both axes (a square map)
+    fig = rd.head_heatmap(hf_seq2seq_trace(), 0, 0, "decoder_self")
+    assert visible_ticklabels(fig, fig.axes[0], "y")[0].get_text() == "<pad>"
     with pytest.raises(InputError, match="cross"):
         rd.cross_alignment(encoder_trace())
 

@@ -19,12 +19,41 @@ def maps(trace, stream: str | None) -> tuple[str, np.ndarray]:
 
 def token_labels(trace, stream: str | None, which: str = "query") -> list[str]:
     """Display labels of a stream's query or key tokens, exact from the text's character offsets where the
-    trace has the text (see :meth:`attnscope.trace.Tokens.labels`)."""
+    trace has the text (see :meth:`attnscope.trace.Tokens.labels`). The rows of the ``cross`` stream are
+    labelled with the token each decoder step predicts (:func:`cross_row_labels`)."""
     from ..trace import STREAM_SEQUENCES
 
     s = trace.resolve_stream(stream)
+    if s == "cross" and which == "query":
+        return cross_row_labels(trace)
     seq = STREAM_SEQUENCES[s][0 if which == "query" else 1]
     return trace.tokens[seq].labels(trace.texts.get(seq))
+
+
+CROSS_ROW_TITLE = "target (token predicted at each decoder step)"
+NEXT_LABEL = "<next>"  # a last decoder row whose prediction the trace does not hold
+
+
+def cross_row_labels(trace) -> list[str]:
+    """Labels of the cross-attention rows: the token each decoder step *predicts*.
+
+    With teacher forcing, decoder row i reads input token i (the target shifted right: row 0 reads the
+    decoder start token) and produces token i + 1; its cross-attention is the source context used to
+    produce that token. Rows are labelled with the produced token, as in the alignment figures of
+    Bahdanau et al. 2015 (ICLR, Fig. 3; row j = the j-th generated word) and for word timestamps from
+    Whisper's cross-attention, which time the predicted tokens. Hugging Face captures (``model_kind``
+    seq2seq / speech-seq2seq) hold the decoder *inputs* as ``tokens["target"]``: rows are labelled with
+    ``meta["target_labels"]`` (the teacher-forced labels) when present, else with input token i + 1
+    (``<next>`` for a last row whose prediction was not recorded). Traces whose target tokens are the
+    produced tokens themselves (the GRU seq2seq models) keep them.
+    """
+    tgt = trace.tokens["target"].labels(trace.texts.get("target"))
+    labels = trace.meta.get("target_labels")
+    if labels is not None and len(labels) == len(tgt):
+        return [str(x) for x in labels]
+    if trace.meta.get("model_kind") in ("seq2seq", "speech-seq2seq"):
+        return tgt[1:] + [NEXT_LABEL]
+    return tgt
 
 
 def require_square(trace, stream: str | None, what: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import Normalize, PowerNorm
 
 from ..analysis._common import token_labels
-from .figures import LONG_INPUT, MASKED_COLOUR, _weight_label
+from .figures import LONG_INPUT, MASKED_COLOUR, _weight_label, axis_titles
 from .style import SEQUENTIAL_CMAP, set_token_ticks, style
 
 FORMATS = ("gif", "mp4")
@@ -55,8 +55,9 @@ def layer_animation(trace, path: str | os.PathLike, stream: str | None = None, f
         im = ax.imshow(shown(w[0]), cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
         set_token_ticks(ax, "x", kl)
         set_token_ticks(ax, "y", ql)
-        ax.set_xlabel("key")
-        ax.set_ylabel("query")
+        xt, yt = axis_titles(s)
+        ax.set_xlabel(xt)
+        ax.set_ylabel(yt)
         fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, "mean weight over heads", n))
         title = ax.set_title("")
 

@@ -14,7 +14,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.ticker import MaxNLocator
 
 from ..analysis import results as R
-from ..analysis._common import token_labels
+from ..analysis._common import CROSS_ROW_TITLE, token_labels
 from ..errors import InputError
 from .style import (ANNOTATE_MAX, DIVERGING_CMAP, SCORE_CMAP, SEQUENTIAL_CMAP, constant_ylim, set_token_ticks, styled,
                     subplots)
@@ -62,7 +62,13 @@ def _heat(ax, m: np.ndarray, qlabels: Sequence[str], klabels: Sequence[str], cma
 
 
 def _labels(trace, stream: str, which: str) -> list[str]:
+    """Tick labels; rows of the cross stream are the tokens the decoder steps predict (one convention)."""
     return token_labels(trace, stream, which)
+
+
+def axis_titles(stream: str) -> tuple[str, str]:
+    """(x, y) axis titles of a stream's maps: key/query, or source/predicted target for cross-attention."""
+    return ("source", CROSS_ROW_TITLE) if stream == "cross" else ("key", "query")
 
 
 def _allowed(trace, stream: str) -> np.ndarray | None:
@@ -84,7 +90,9 @@ def head_heatmap(trace, layer: int = 0, head: int = 0, stream: str | None = None
     ql, kl = _labels(trace, s, "query"), _labels(trace, s, "key")
     fig, ax = subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
     ok = _allowed(trace, s)
-    im = _heat(ax, m, ql, kl, annotate=annotate, vmax=1.0 if m.max() > 0.5 else None, allowed=ok)
+    xt, yt = axis_titles(s)
+    im = _heat(ax, m, ql, kl, annotate=annotate, vmax=1.0 if m.max() > 0.5 else None, allowed=ok, xlabel=xt,
+               ylabel=yt)
     fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, "attention weight", max(m.shape)))
     ax.set_title(f"{trace.model_id or 'attention'} — {s}, layer {layer}, head {head}")
     return fig
@@ -114,8 +122,9 @@ def layer_head_grid(trace, stream: str | None = None, max_layers: int = 32, max_
             if hi == 0:
                 ax.set_ylabel(f"L{layers[li]}", fontsize=8, rotation=0, ha="right", va="center")
     # each small panel is one head's map: query rows (top = first token) × key columns (left = first token)
-    fig.supxlabel("key → (columns of every panel)", fontsize=8)
-    fig.supylabel("query ↓ (rows of every panel)", fontsize=8)
+    xt, yt = axis_titles(s)
+    fig.supxlabel(f"{xt} → (columns of every panel)", fontsize=8)
+    fig.supylabel(f"{yt} ↓ (rows of every panel)", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=min(0.8, 0.25 + 0.1 * nl), label=_weight_label(ok, "attention weight"))
     cut = "" if (len(trace.layers[s]), len(trace.heads[s])) == (nl, nh) else \
         f" (first {nl} of {len(trace.layers[s])} layers, {nh} of {len(trace.heads[s])} heads)"
@@ -139,14 +148,15 @@ def layer_means(trace, stream: str | None = None, cols: int | None = None):
     fig, axes = subplots(rows, cols, figsize=(side * cols + 1, side * rows + 0.6), squeeze=False,
                              layout="constrained")
     ok = _allowed(trace, s)
+    titles = axis_titles(s)
     im = None
     for k, ax in enumerate(axes.flat):
         if k >= nl:
             ax.axis("off")
             continue
         bottom = k + cols >= nl  # the last panel of its column: the key axis is titled there
-        im = _heat(ax, w[k], ql, kl, annotate=False, vmax=1.0, xlabel="key" if bottom else "",
-                   ylabel="query" if k % cols == 0 else "", allowed=ok)
+        im = _heat(ax, w[k], ql, kl, annotate=False, vmax=1.0, xlabel=titles[0] if bottom else "",
+                   ylabel=titles[1] if k % cols == 0 else "", allowed=ok)
         ax.set_title(f"layer {trace.layers[s][k]}")
     fig.colorbar(im, ax=axes, shrink=0.6, label=_weight_label(ok, "mean weight over heads", max(w.shape[1:])))
     fig.suptitle(f"{trace.model_id or 'attention'} — {s}: mean over heads, by layer", fontsize=10)
@@ -155,7 +165,10 @@ def layer_means(trace, stream: str | None = None, cols: int | None = None):
 
 @styled
 def cross_alignment(trace, layer: int = -1, head: int | None = None, annotate: bool | None = None):
-    """Cross-attention alignment: target tokens (rows) × source tokens (columns), from the ``cross`` stream."""
+    """Cross-attention alignment: target tokens (rows) × source tokens (columns), from the ``cross`` stream.
+
+    Row i is labelled with the token decoder step i predicts (its input is the token before it): see
+    :func:`attnscope.analysis._common.cross_row_labels`, shared with :mod:`attnscope.tasks.alignment`."""
     if "cross" not in trace.streams:
         raise InputError(f"this trace has no 'cross' stream (streams: {', '.join(trace.streams)}); alignment "
                          "needs an encoder-decoder trace with cross-attention")
@@ -163,7 +176,7 @@ def cross_alignment(trace, layer: int = -1, head: int | None = None, annotate: b
     m = sub.weights("cross").numpy().mean(1)[0]  # (Nt, Ns)
     ql, kl = _labels(trace, "cross", "query"), _labels(trace, "cross", "key")
     fig, ax = subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
-    im = _heat(ax, m, ql, kl, annotate=annotate, xlabel="source", ylabel="target")
+    im = _heat(ax, m, ql, kl, annotate=annotate, xlabel="source", ylabel=CROSS_ROW_TITLE)
     fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(None, "cross-attention weight", max(m.shape)))
     which = f"head {head}" if head is not None else "mean over heads"
     ax.set_title(f"cross-attention alignment — layer {sub.layers['cross'][0]}, {which}")
@@ -185,7 +198,10 @@ def query_bars(trace, query: int, layer: int = -1, head: int | None = None, stre
     set_token_ticks(ax, "x", kl)
     ax.set_ylabel("attention weight")
     which = f"head {head}" if head is not None else "mean over heads"
-    ax.set_title(f"from {ql[query]!r} (query {query % len(ql)}) — layer {sub.layers[s][0]}, {which}")
+    ax.set_xlabel(axis_titles(s)[0])
+    source = (f"decoder step {query % len(ql)}, predicting {ql[query]!r}" if s == "cross"
+              else f"from {ql[query]!r} (query {query % len(ql)})")
+    ax.set_title(f"{source} — layer {sub.layers[s][0]}, {which}")
     return fig
 
 

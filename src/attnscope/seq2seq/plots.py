@@ -10,6 +10,7 @@ from typing import Sequence
 
 import torch
 
+from ..analysis._common import CROSS_ROW_TITLE
 from ..render.style import constant_ylim, styled, subplots
 
 RATE_KEYS = ("em", "exact_match", "accuracy")  # metrics that are rates in [0, 1]
@@ -50,7 +51,7 @@ def plot_alignment(weights: torch.Tensor, source: Sequence[str], target: Sequenc
     ax.set_yticks(range(t))
     ax.set_yticklabels(list(target), fontsize=9)
     ax.set_xlabel("source")
-    ax.set_ylabel("output")
+    ax.set_ylabel(CROSS_ROW_TITLE)  # row i: the token step i produces
     if title:
         import textwrap
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..analysis._common import cross_row_labels
 from ..analysis.results import HeadScores
 from ..errors import InputError, UnknownNameError
 
@@ -64,19 +65,9 @@ def _is_special(text: str) -> bool:
 
 
 def predicted_labels(trace) -> list[str]:
-    """What each decoder row predicts.
-
-    Hugging Face captures (``model_kind`` seq2seq / speech-seq2seq) hold decoder *inputs* as target tokens:
-    row i predicts ``meta['target_labels'][i]`` (teacher forcing) or else input token i + 1. Traces whose
-    rows are the produced tokens themselves (the project's own GRU seq2seq) are labelled as they are.
-    """
-    tgt = trace.tokens["target"].labels()
-    labels = trace.meta.get("target_labels")
-    if labels is not None and len(labels) == len(tgt):
-        return list(labels)
-    if trace.meta.get("model_kind") in ("seq2seq", "speech-seq2seq"):
-        return tgt[1:] + ["<next>"]
-    return tgt
+    """What each decoder row predicts (one convention for every figure:
+    :func:`attnscope.analysis._common.cross_row_labels`)."""
+    return cross_row_labels(trace)
 
 
 def kept_positions(trace, drop_special: bool = True) -> tuple[list[int], list[int]]:

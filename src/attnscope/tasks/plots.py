@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.patches import Rectangle
 
+from ..analysis._common import CROSS_ROW_TITLE
 from ..render.style import styled, subplots
 
 
@@ -197,7 +198,7 @@ def plot_alignment(a, path, title: str | None = None, words: Any = None) -> Path
             for t in (w.start, w.end):
                 ax.axvline(t / a.frame_seconds - 0.5, color="white", lw=0.5, alpha=0.6)
     ax.set_xlabel("source" + (" (audio frames)" if a.frame_seconds else ""))
-    ax.set_ylabel("target")
+    ax.set_ylabel(CROSS_ROW_TITLE)  # rows: what each decoder step predicts (tasks.alignment.predicted_labels)
     ax.set_title(title or f"cross-attention alignment, {a.describe()}", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return _save(fig, path)
