@@ -413,6 +413,9 @@ def test_audio_input_errors(tmp_path, capsys):
     write_wav(tmp_path / "a.wav", [0.0, 0.1, 0.0], 16000)
     cli_error(capsys, ["analyze", "hi", "--audio", tmp_path / "a.wav", "--out", tmp_path / "o"], ["not both"])
     cli_error(capsys, ["analyze", "--audio", tmp_path / "a.wav", "--out", tmp_path / "o"], ["minilm takes text"])
+    write_wav(tmp_path / "long.wav", [0.0] * (31 * 8000), 8000)
+    cli_error(capsys, ["tasks", "whisper-timestamps", "--audio", tmp_path / "long.wav", "--out", tmp_path / "o"],
+              ["31.0 s long", "at most 30 s", "--truncate"])
     assert not (tmp_path / "o").exists()
 
 

@@ -239,6 +239,7 @@ def align_command(
 @app.command("whisper-timestamps")
 def whisper_timestamps_command(
     audio: Optional[Path] = typer.Option(None, help="a PCM WAV file (any rate, mono or stereo, at most 30 s)"),
+    truncate: bool = typer.Option(False, "--truncate", help="keep the first 30 s of a longer --audio file"),
     say: Optional[str] = typer.Option(None, help="instead: synthesise these words with espeak-ng (known boundaries)"),
     gap: float = typer.Option(0.3, help="silence between synthesised words (s)"),
     model: str = typer.Option("whisper-tiny-en", help="a Whisper model"),
@@ -264,7 +265,7 @@ def whisper_timestamps_command(
     if say:
         x, sr, ref = synthesize_words(say.split(), gap)
     elif audio is not None:
-        x, sr = read_wav(audio, SAMPLE_RATE)
+        x, sr = read_wav(audio, SAMPLE_RATE, truncate=truncate)
     else:
         raise InputError("give --audio FILE.wav or --say 'some words'")
     with status(f"loading {model}", quiet=quiet) as say_status:
