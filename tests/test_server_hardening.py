@@ -111,6 +111,27 @@ def test_analysis_params_come_from_the_registered_signatures(client):
         assert all(listed[p]["schema"] is not None for p in props), name
 
 
+def test_analysis_registered_after_start_is_validated_too(client):
+    """The fallback route (an analysis registered after the app was built) validates params the same way."""
+    from attnscope.analysis import registry
+    from attnscope.server.analysis_params import params_model
+
+    def late(trace, flag: bool = False, count: int = 3):
+        """Test-only analysis."""
+
+    registry.register_analysis("late_test_analysis", result="HeadScores")(late)
+    try:
+        e = err(client.post("/v1/analyses/late_test_analysis", json={"text": "a", "params": {"flag": "maybe"}}), 422,
+                "ValidationError")
+        assert "params.flag" in e["message"]
+        # an int parameter without declared bounds is not accepted over REST
+        err(client.post("/v1/analyses/late_test_analysis", json={"text": "a", "params": {"count": 5}}), 422)
+        assert list(params_model("late_test_analysis").model_fields) == ["flag"]
+    finally:
+        registry._REGISTRY.pop("late_test_analysis", None)
+        params_model.cache_clear()
+
+
 def _numbers(schema, path=""):
     if isinstance(schema, dict):
         if schema.get("type") in ("integer", "number"):
