@@ -57,11 +57,16 @@ def plot_explanation(expl, path, reference: str | None = None) -> Path:
         sax.scatter(np.asarray(a)[keep], np.asarray(b)[keep], s=14, color="#3b75af")
         r = rows.get((other, m))
         title = f"vs {other}" + (f": ρ={r['spearman']:.2f} τ={r['kendall']:.2f}" if r else "")
+        if m in expl.meta.get("left_out_of_agreement", []):
+            title += " — not compared: failed its check"
         sax.set_title(title, fontsize=8)
         sax.set_xlabel(other, fontsize=7)
         sax.tick_params(labelsize=7)
+    flags = [w.split(":")[0] for w in getattr(expl, "warnings", [])]  # "RANDOM HEAD", "INTEGRATED GRADIENTS DID…"
     fig.suptitle(f"{expl.meta.get('model', '')}: target {expl.target_label!r} (p={expl.probability:.2f})"
-                 + (" — |scores| compared" if expl.meta.get("absolute", True) else ""), fontsize=10)
+                 + (" — |scores| compared" if expl.meta.get("absolute", True) else "")
+                 + ("".join(f"\nWARNING: {f} (see the result's warnings)" for f in flags)), fontsize=10,
+                 color="#b00020" if flags else "black")
     fig.tight_layout()
     return _save(fig, path)
 
