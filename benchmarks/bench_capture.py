@@ -1,4 +1,4 @@
-"""Capture overhead vs the plain SDPA forward, MiniLM, batched (issue 2 §7).
+"""Capture overhead vs the plain SDPA forward, MiniLM, batched.
 
 Measures in one run, interleaving the methods round by round (median of rounds):
   plain    — the model's SDPA forward, nothing recorded (the limit)

@@ -6,7 +6,7 @@ Methods, all over the same texts and (except the per-text loop) the same length-
   sdpa      plain SDPA forward, no attention recorded (the limit)
   eager     output_attentions=True on the eager kernel + attnscope.statistics on the maps, batched
             (the same statistics as attnscope's: the default, all but Gini)
-  loop      the seed documents' way: eager, one text at a time, statistics in numpy
+  loop      the straightforward way: eager, one text at a time, statistics in numpy
   attnscope corpus kernel (HeadStatsComputer: fast path, stats mode), what `attnscope corpus` runs
 Every number is a ratio to `sdpa` measured in the same run: the median of `--repeats` rounds; within a
 round the methods alternate batch by batch (each method's time is the sum over the batches).

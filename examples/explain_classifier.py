@@ -5,7 +5,8 @@ fine-tuned checkpoint path for meaningful labels. Writes PNGs to ./explain-out/.
 
     python examples/explain_classifier.py [--small]
 
---small: fewer integration steps and samples, one text for head importance (a smoke run, seconds).
+--small: the gradient methods only (no LIME, SHAP, occlusion), fewer steps, one text for head importance
+(a smoke run, seconds).
 """
 
 import sys
@@ -15,6 +16,7 @@ import torch
 import transformers
 
 from attnscope import load_model
+from attnscope.attribution.agreement import ALL_METHODS
 from attnscope.attribution import ZeroHeads, explain, faithfulness, head_importance, intervene, token_interventions
 from attnscope.attribution.plots import plot_explanation, plot_faithfulness, plot_head_heatmap
 
@@ -26,7 +28,8 @@ lm = load_model("minilm", model_class=transformers.AutoModelForSequenceClassific
 text = "The acting was wooden but the soundtrack was wonderful."
 
 # MiniLM has no classification head: explain refuses a random one unless allowed, and then says so loudly.
-e = explain(lm, text, ig_steps=steps, n_samples=steps, allow_random_head=True)
+methods = ("attention", "rollout", "attn_x_grad", "chefer", "integrated_gradients") if small else ALL_METHODS
+e = explain(lm, text, methods, ig_steps=steps, n_samples=steps, allow_random_head=True)
 for w in e.warnings:
     print("WARNING:", w)
 print(f"prediction {e.target_label} (p={e.probability:.3f}); IG delta {e.meta['ig_delta']:.2e} "

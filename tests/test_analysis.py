@@ -263,7 +263,7 @@ def test_position_variance_uses_visible_queries_only():
 
 
 def test_memory_estimate():
-    m = estimate_memory(24, 16, 512)  # the seed's BERT-large example, float32
+    m = estimate_memory(24, 16, 512)  # BERT-large at 512 tokens, float32
     assert m.full_maps == 24 * 16 * 512 * 512 * 4
     assert m.fast_path_working == 16 * 128 * 512 * 4
     assert m.ratio > 10

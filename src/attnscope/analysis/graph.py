@@ -57,8 +57,8 @@ def attention_graph(trace, stream: str | None = None, layer: int = -1, head: int
     weighted in/out degree, degree centrality, betweenness (path length 1/weight), eigenvector
     centrality (weight flows to attended tokens; 0 where it is undefined, e.g. a causal DAG —
     noted in ``meta``) and PageRank (Brin & Page 1998). Graph views of attention follow Abnar &
-    Zuidema 2020 (attention graph) and the network-analysis section of the seed guide; centrality
-    measures as defined by Freeman 1977 (betweenness) and Bonacich 1972 (eigenvector).
+    Zuidema 2020 (attention graph); centrality measures as defined by Freeman 1977 (betweenness)
+    and Bonacich 1972 (eigenvector).
     """
     s = require_square(trace, stream, "attention_graph")
     threshold = check_number("threshold", threshold, 0.0, 1.0)

@@ -35,12 +35,12 @@ def memory_estimate(trace=None, stream: str | None = None, layers: int | None = 
                     length: int | None = None, batch: int = 1, dtype: str = "float32", block: int = 128) -> MemoryEstimate:
     """Bytes to hold every attention map (layers × heads × length² × batch × dtype size) vs the fast path.
 
-    The fast path (DESIGN §3) recomputes ``softmax(q kᵀ·scale + mask)`` in query blocks and keeps
+    The fast path (docs/capture.md) recomputes ``softmax(q kᵀ·scale + mask)`` in query blocks and keeps
     only per-row statistics, so its live memory is one (batch, head, block, key) float32 block plus
     the statistics (9 floats per row); eager attention materialises a whole layer (batch, head,
     length, length). Defaults (layers, heads, length) come from the trace when one is given.
     The quadratic cost is the one Vaswani et al. 2017 note for self-attention; block-wise softmax as
-    in FlashAttention (Dao et al. 2022). The seed guide's estimate assumes float32 and one layout.
+    in FlashAttention (Dao et al. 2022). ``dtype`` sets the bytes per weight of the full maps.
     """
     if trace is not None:
         s = trace.resolve_stream(stream)

@@ -13,8 +13,8 @@ from .results import Curves
 def position_variance(trace, stream: str | None = None) -> Curves:
     """Variance, over the queries allowed to see it, of the attention each key position receives; one curve per layer.
 
-    In a causal LM key j is visible to queries i ≥ j only, so the variance is over A[j:, j] (the
-    seed guide took A[:j+1, j], the masked zeros, by mistake). High variance marks tokens some
+    In a causal LM key j is visible to queries i ≥ j only, so the variance is over A[j:, j] (not
+    A[:j+1, j], which would count the masked zeros). High variance marks tokens some
     queries rely on and others ignore. Heads averaged. After Vig & Belinkov 2019 (attention by
     position in GPT-2).
     """

@@ -2,8 +2,8 @@
 
 Works on any :class:`~attnscope.trace.AttentionTrace` with a ``cross`` stream — Marian/T5/BART by hub
 id, the packaged Whisper tiny.en, the project's own GRU/Transformer seq2seq traces — because it reads
-only the trace. (The seed guide's "translation alignment" plots *encoder self-attention*, which is
-source × source and says nothing about alignment; this module never does that.)
+only the trace. (Encoder self-attention, sometimes plotted as a "translation alignment", is
+source × source and says nothing about alignment; this module never uses it.)
 
 - :func:`cross_alignment`: the (target, source) matrix averaged over chosen layers/heads, rows labelled
   with the token each decoder step *predicts* (teacher forcing shifts the decoder input right by one).

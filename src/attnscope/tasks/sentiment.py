@@ -7,8 +7,8 @@
   a key of the training settings (:meth:`TrainConfig.key`), so :func:`ensure_sentiment_model` retrains a
   cached model made with other settings or an older recipe instead of silently reusing it.
 - :func:`class_attention_patterns`: the attention map of each example, length-normalised onto a fixed
-  grid ([CLS] | content bins | [SEP]), averaged per class (the seed guide averages raw maps of
-  different lengths, which does not type-check; here every example lands on the same grid).
+  grid ([CLS] | content bins | [SEP]), averaged per class (raw maps of different lengths cannot be averaged
+  position by position; here every example lands on the same grid).
 - :func:`important_tokens`: words ranked by the attention they *receive* (Clark et al. 2019, "What
   does BERT look at?", use the same received-attention view), as a multiple of the uniform share.
 - :func:`explain_text`: attention rollout from [CLS] (Abnar & Zuidema 2020) beside integrated gradients
