@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib
 from matplotlib import animation
 
 from ..errors import InputError, UnknownNameError
@@ -14,7 +14,7 @@ from matplotlib.colors import Normalize, PowerNorm
 
 from ..analysis._common import token_labels
 from .figures import LONG_INPUT, MASKED_COLOUR, _weight_label, axis_titles
-from .style import SEQUENTIAL_CMAP, set_token_ticks, style
+from .style import SEQUENTIAL_CMAP, set_token_ticks, style, subplots
 
 FORMATS = ("gif", "mp4")
 
@@ -42,7 +42,7 @@ def layer_animation(trace, path: str | os.PathLike, stream: str | None = None, f
     with style():
         n = max(len(ql), len(kl))
         side = 6.5 if n <= 64 else 9.0
-        fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
+        fig, ax = subplots(figsize=(side + 1.2, side), layout="constrained")
         ok = trace.allowed_mask(s)
         ok = None if ok is None else ok.numpy()
 
@@ -50,7 +50,7 @@ def layer_animation(trace, path: str | os.PathLike, stream: str | None = None, f
             return m if ok is None else np.ma.masked_array(m, mask=~ok)
 
         long_input = n > LONG_INPUT
-        cm = plt.get_cmap(SEQUENTIAL_CMAP).with_extremes(bad=MASKED_COLOUR)
+        cm = matplotlib.colormaps[SEQUENTIAL_CMAP].with_extremes(bad=MASKED_COLOUR)
         norm = PowerNorm(0.5, vmin=0, vmax=1) if long_input else Normalize(0, 1)  # as in the static heatmaps
         im = ax.imshow(shown(w[0]), cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
         set_token_ticks(ax, "x", kl)
@@ -70,5 +70,4 @@ def layer_animation(trace, path: str | os.PathLike, stream: str | None = None, f
         writer = animation.PillowWriter(fps=fps) if fmt == "gif" else animation.FFMpegWriter(fps=fps)
         path.parent.mkdir(parents=True, exist_ok=True)
         anim.save(str(path), writer=writer, dpi=dpi)
-        plt.close(fig)
     return path
