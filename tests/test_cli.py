@@ -196,21 +196,26 @@ def test_report_on_a_trace_with_list_metadata(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("field, value", [("tokens", []), ("meta", [1]), ("layers", "x")])
+@pytest.mark.parametrize("field, value", [("tokens", []), ("meta", [1]), ("layers", "x"), ("texts", None)])
 def test_trace_load_refuses_wrongly_typed_metadata(tmp_path, field, value):
     import json
 
-    import torch
+    from conftest_traces import encoder_trace
+    from safetensors import safe_open
     from safetensors.torch import save_file
 
     from attnscope import AttentionTrace
     from attnscope.errors import TraceFormatError
 
-    header = {"schema_version": 1, "tokens": {}, "layers": {}, "heads": {}, field: value}
-    f = tmp_path / "t.safetensors"
-    save_file({"weights/self": torch.zeros(1, 1, 2, 2)}, str(f), metadata={"attnscope": json.dumps(header)})
-    with pytest.raises(TraceFormatError, match=field):
-        AttentionTrace.load(f)
+    good = encoder_trace(layers=1, heads=2).save(tmp_path / "good.safetensors")
+    with safe_open(str(good), framework="pt") as f:
+        header, tensors = json.loads(f.metadata()["attnscope"]), {k: f.get_tensor(k) for k in f.keys()}
+    AttentionTrace.load(good)  # the untouched file loads
+    header[field] = value
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata={"attnscope": json.dumps(header)})
+    with pytest.raises(TraceFormatError, match=f"field {field!r}"):
+        AttentionTrace.load(bad)
 
 
 @pytest.mark.parametrize("model", ["nosuchmodel", "./no/such/dir"])
