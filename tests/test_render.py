@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import matplotlib
+import numpy as np
 import pytest
 
 matplotlib.use("Agg")
@@ -363,3 +364,24 @@ def test_flow_3d_text_is_escaped_once_and_every_token_in_view(tmp_path):
     html = rd.write_flow_3d_html(t, tmp_path / "f.html").read_text(encoding="utf-8")
     data = html[html.index("Plotly.newPlot("):]  # the figure's data (plotly.js itself precedes it)
     assert "&#x27;" not in data and "&amp;#" not in data
+
+
+def test_constant_panels_get_a_readable_range():
+    from attnscope.analysis.results import Curves
+    from attnscope.render.style import constant_ylim, subplots
+
+    x = np.arange(4.0)
+    fig = rd.curves_figure(Curves(x, {"layer 0": np.zeros(4)}, "flat", "x", "y"))
+    assert fig.axes[0].get_ylim() == (0.0, 1.0)  # matplotlib alone gives -0.055..0.055
+    cases = [([0.0, 0.0], True, (0.0, 1.0)), ([1.0, 1.0], True, (0.0, 1.0)), ([0.0], False, (0.0, 1.0)),
+             ([3.0, 3.0], False, (0.0, 6.0)), ([-2.0], False, (-4.0, 0.0))]
+    for values, rate, limits in cases:
+        fig, ax = subplots()
+        ax.plot(values)
+        constant_ylim(ax, values, rate=rate)
+        assert ax.get_ylim() == limits, (values, rate)
+    fig, ax = subplots()
+    ax.plot([0.0, 0.5])
+    before = ax.get_ylim()
+    constant_ylim(ax, [0.0, 0.5], rate=True)  # varying data: left alone
+    assert ax.get_ylim() == before

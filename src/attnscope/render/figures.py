@@ -349,6 +349,7 @@ def curves_figure(c: R.Curves, max_series: int = 12):
         if name in c.spread:
             ax.fill_between(c.x[keep], (y - c.spread[name])[keep], (y + c.spread[name])[keep], alpha=0.2,
                             color=cmap(k))
+    constant_ylim(ax, [v for n in names for v in np.asarray(c.series[n])[keep]])  # all 0: 0..1, not ±0.04
     ax.set_xlabel(xlabel)
     ax.set_ylabel(c.ylabel)
     title = c.name + (f" ({len(names)} of {len(c.series)} curves)" if len(names) < len(c.series) else "")
