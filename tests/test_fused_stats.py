@@ -446,3 +446,22 @@ def test_fused_gini_long_causal_map_against_float64(kernel_fn):
         for name, value in want.items():
             assert float(st[name][0, 0, r]) == pytest.approx(value, rel=1e-5, abs=2e-5), (name, r)
     assert st["allowed_keys"][0, 0, rows].tolist() == [r + 1 for r in rows]
+
+
+def test_a_concurrent_process_never_sees_an_unrecorded_build(own_cache, monkeypatch):
+    """Another process (a Ray actor starting at the same time) may look at any moment of a build: it
+    must find no file or a recorded one, never a build without its record (it would warn and rebuild)."""
+    cc = native._compiler()
+    target = own_cache / native.target_name(cc, native._FLAGS + native.ARCH_FLAGS[0])
+    seen = []
+    real = native._write_atomic
+
+    def watched(path, data):
+        seen.append(not target.exists() or native._verified(target))  # what another process would find
+        real(path, data)
+        seen.append(not target.exists() or native._verified(target))
+
+    monkeypatch.setattr(native, "_write_atomic", watched)
+    assert native.build(cc, own_cache) == target and native._verified(target)
+    assert seen and all(seen)
+    assert not list(own_cache.glob("*.tmp"))

@@ -183,8 +183,9 @@ def build(cc: str, out_dir: Path, arch_flags: tuple[list[str], ...] = ARCH_FLAGS
                                   timeout=120)
             if proc.returncode == 0:
                 data = Path(tmp).read_bytes()
-                os.replace(tmp, target)  # atomic: a concurrent process sees the old state or the whole file
+                # the record first: a concurrent process that finds the build finds its record too
                 _write_atomic(_sidecar(target), (_sha256(data) + "\n").encode())
+                os.replace(tmp, target)  # atomic: a concurrent process sees no file or the whole file
                 return target
             errors.append(f"{cc} {' '.join(flags)}: {proc.stderr.strip()[-500:]}")
         finally:
