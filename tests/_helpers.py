@@ -36,7 +36,8 @@ def count_bounds(name: str, probs: torch.Tensor, n_allowed: torch.Tensor,
     if name == "sparsity":  # masked keys (p = 0) are below both thresholds: removed from both counts
         masked = p.shape[-1] - n_allowed.double()
         n = n_allowed.double().clamp(min=1)
-        return ((p < SPARSITY_THRESHOLD - eps).sum(-1) - masked) / n, ((p < SPARSITY_THRESHOLD + eps).sum(-1) - masked) / n
+        below = [((p < SPARSITY_THRESHOLD + d).sum(-1) - masked) / n for d in (-eps, eps)]
+        return below[0], below[1]
     if name == "effective_positions":
         return (p > EFFECTIVE_THRESHOLD + eps).sum(-1).double(), (p > EFFECTIVE_THRESHOLD - eps).sum(-1).double()
     raise ValueError(f"{name!r} is not a count statistic")

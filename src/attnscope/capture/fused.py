@@ -70,7 +70,8 @@ class _BlockMask:
 def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                     attention_mask: torch.Tensor | None, scaling: float, causal: bool, qpos0: int,
                     key_offset: int, names: tuple[str, ...], scratch: Scratch,
-                    budget: int = FUSED_BLOCK_ELEMENTS, row_kernel=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    budget: int = FUSED_BLOCK_ELEMENTS,
+                    row_kernel=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Attention output and per-row statistics of every head.
 
     query: (B, H, Nq, D); key: (B, Hkv, Nk, D); value: (B, Hkv, Nk, Dv) (grouped-query: head h reads
