@@ -123,7 +123,10 @@ def _sdpa_and_stats(query, key, value, mask, causal, names, key_offset=0, qpos0=
     k, v = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
     scores = query @ k.transpose(-1, -2) * d ** -0.5  # (B, H, Nq, Nk)
     nk = k.shape[2]
-    allowed = torch.ones(B, 1, nq, nk, dtype=torch.bool) if mask is None else mask.expand(B, 1, nq, nk) if mask.shape[1] == 1 else mask
+    if mask is None:
+        allowed = torch.ones(B, 1, nq, nk, dtype=torch.bool)
+    else:
+        allowed = mask.expand(B, 1, nq, nk) if mask.shape[1] == 1 else mask
     if causal:
         allowed = allowed & torch.ones(nq, nk, dtype=torch.bool).tril()
     probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)
@@ -151,7 +154,7 @@ def test_stats_attention_equals_sdpa_and_statistics(kernel_fn, budget):
 def test_stats_attention_key_offset_and_query_offset(kernel_fn):
     """Decoding with a cache: one query at absolute position 30, keys from position 26 (a dropped window)."""
     gen = torch.Generator().manual_seed(4)
-    q, k, v = torch.randn(1, 2, 1, 8, generator=gen), torch.randn(1, 2, 5, 8, generator=gen), torch.randn(1, 2, 5, 8, generator=gen)
+    q, k, v = (torch.randn(1, 2, n, 8, generator=gen) for n in (1, 5, 5))
     out, st = fused.stats_attention(q, k, v, None, 8 ** -0.5, False, 30, 26, STREAMING_STATS, Scratch())
     out_ref, st_ref, _, _ = _sdpa_and_stats(q, k, v, None, False, STREAMING_STATS, key_offset=26, qpos0=30)
     torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)

@@ -72,6 +72,7 @@ def head_roles(trace, stream: str | None = None, window: int = 2, threshold: flo
     stack = np.stack([scores[r] for r in specific])  # (R, L, H)
     best = stack.argmax(0)
     labels = [[specific[best[li, hi]] if stack[best[li, hi], li, hi] >= threshold
-               else ("broad" if broad[li, hi] >= 0.8 else "mixed") for hi in range(w.shape[1])] for li in range(w.shape[0])]
+               else ("broad" if broad[li, hi] >= 0.8 else "mixed") for hi in range(w.shape[1])]
+              for li in range(w.shape[0])]
     return HeadScores(scores, list(trace.layers[s]), list(trace.heads[s]), "head_roles", s,
                       meta={"labels": labels, "window": window, "threshold": threshold})
