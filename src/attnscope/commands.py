@@ -118,6 +118,21 @@ def set_threads(threads: int | None) -> int:
     return threads
 
 
+# ---------------------------------------------------------------------------- device and dtype
+DEVICE_HELP = ("Where the model runs: cpu, cuda, cuda:N or auto (cuda when torch sees a GPU, else cpu). "
+               "Traces are always stored on the CPU.")
+DTYPE_HELP = ("Model precision: float32, bfloat16 or float16. Attention probabilities and statistics are "
+              "computed in float32 from the model's q/k whatever the precision.")
+
+
+def set_placement(device: str = "cpu", dtype: str = "float32"):
+    """Apply --device / --dtype: checked now (a one-line error before any work), then used by every model
+    the command loads (:func:`attnscope.devices.set_default_placement`). Returns (torch device, dtype)."""
+    from .devices import set_default_placement
+
+    return set_default_placement(device, dtype)
+
+
 def read_text(text: str | None, file: Path | None) -> str:
     """The input text from the argument, a file, or stdin ('-'); bytes must be UTF-8."""
     if file is not None:
@@ -164,6 +179,8 @@ def analyze(
     save_trace: bool = typer.Option(False, "--save-trace", help="Also write trace.safetensors (float16)."),
     truncate: bool = typer.Option(False, "--truncate", help="Cut text longer than the model's limit (says what)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Capture a text's attention, print a per-layer x head summary and write heatmap figures."""
@@ -181,6 +198,7 @@ def analyze(
     body = read_text(text, file) if audio is None else None
     layer_sel, head_sel = parse_indices(layers, "layer"), parse_indices(heads, "head")
     set_threads(threads)
+    set_placement(device, dtype)
     from .capture import capture
     from .models import load_model
     from .render import layer_head_grid, layer_means, save_figure
@@ -253,12 +271,16 @@ def models() -> None:
 def prepare(
     name: str = typer.Argument(..., help="Catalogue model to convert/load once."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Convert a packaged model into the local cache now (SmolLM2 from GGUF, Whisper from CTranslate2)."""
     from .progress import status
 
     set_threads(threads)
+
+    set_placement(device, dtype)
     from .models import load_model
 
     with status(f"preparing {name}", quiet=quiet) as say:

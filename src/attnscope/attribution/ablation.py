@@ -17,6 +17,7 @@ import torch
 
 from ..analysis.results import HeadScores
 from ..capture.api import check_text
+from ..devices import model_inputs
 from ..errors import InputError, UnknownNameError
 from ..models import LoadedModel
 from ..progress import ProgressCallback
@@ -26,7 +27,7 @@ IMPORTANCE_METHODS = ("ablation", "gradient")
 
 
 def batch_inputs(lm: LoadedModel, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Right-padded batch (B, N) of the texts."""
+    """Right-padded batch (B, N) of the texts, on the model's device."""
     if not texts:
         raise InputError("give at least one text")
     texts = [check_text(t, f"text #{i}") for i, t in enumerate(texts)]
@@ -39,7 +40,7 @@ def batch_inputs(lm: LoadedModel, texts: Sequence[str]) -> dict[str, torch.Tenso
         enc = tok(list(texts), padding=True, truncation=True, max_length=lm.max_length, return_tensors="pt")
     finally:
         tok.padding_side = old
-    return dict(enc)
+    return model_inputs(dict(enc), lm.model)  # on the model's device
 
 
 def batch_logits(lm: LoadedModel, output, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -48,7 +49,7 @@ def batch_logits(lm: LoadedModel, output, inputs: dict[str, torch.Tensor]) -> to
     full = output.logits
     if full.dim() == 3:
         last = inputs["attention_mask"].sum(-1) - 1  # (B,)
-        return full[torch.arange(full.shape[0]), last]  # (B, V)
+        return full[torch.arange(full.shape[0], device=full.device), last.to(full.device)]  # (B, V)
     return logits
 
 
@@ -84,10 +85,10 @@ def head_importance(lm: LoadedModel, texts: Sequence[str], *, method: str = "abl
                 inputs = batch_inputs(lm, [text])
                 gate = HeadGate(n_layers, n_heads)
                 logits = batch_logits(lm, run_with_interventions(lm, inputs, [gate], grad=True), inputs)
-                ref = torch.tensor([labs[j]]) if labs is not None else logits.argmax(-1).detach()
+                ref = torch.tensor([labs[j]], device=logits.device) if labs is not None else logits.argmax(-1).detach()
                 loss = torch.nn.functional.cross_entropy(logits, ref)
                 (g,) = torch.autograd.grad(loss, gate.gate)
-                total += g.abs().double().numpy()
+                total += g.abs().double().cpu().numpy()
                 n_done += 1
                 if progress is not None:
                     progress(n_done, n_work)
@@ -101,11 +102,11 @@ def head_importance(lm: LoadedModel, texts: Sequence[str], *, method: str = "abl
         for chunk, labs in chunks:
             inputs = batch_inputs(lm, chunk)
             base = batch_logits(lm, run_with_interventions(lm, inputs, ()), inputs).double()  # (B, C)
-            ref = torch.tensor(labs) if labs is not None else base.argmax(-1)
+            ref = torch.tensor(labs, device=base.device) if labs is not None else base.argmax(-1)
             lb = torch.log_softmax(base, -1)
             base_loss = torch.nn.functional.nll_loss(lb, ref, reduction="none")
             n_done += 1
-            idx = torch.arange(len(chunk))
+            idx = torch.arange(len(chunk), device=base.device)
             for layer in range(n_layers):
                 for head in range(n_heads):
                     new = batch_logits(lm, run_with_interventions(lm, inputs, [ZeroHeads({layer: [head]})]),

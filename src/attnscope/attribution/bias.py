@@ -124,7 +124,7 @@ def bias_probe(lm: LoadedModel, groups: Mapping[str, Sequence[str]] | None = Non
                 inputs, tokens = encode(lm, sentence)
                 probe = ProbsProbe(stream="self")
                 run_with_interventions(lm, inputs, [probe])
-                maps = probe.maps("self")[:, 0].double().numpy()  # (L, H, N, N)
+                maps = probe.maps("self")[:, 0].double().cpu().numpy()  # (L, H, N, N)
                 if layers is not None:
                     maps = maps[list(layers)]
                 att = maps.mean((0, 1))  # (N, N)

@@ -159,7 +159,7 @@ def baseline_fixed(lm: LoadedModel, special: list[bool], keep_first: bool | None
 
 def _baseline_ids(lm: LoadedModel, ids: torch.Tensor, fixed: list[bool]) -> torch.Tensor:
     base = ids.clone()  # (1, N)
-    keep = torch.tensor(fixed, dtype=torch.bool)
+    keep = torch.tensor(fixed, dtype=torch.bool, device=ids.device)
     base[0, ~keep] = baseline_token_id(lm.tokenizer)
     return base
 
@@ -207,7 +207,7 @@ def captum_attributions(lm: LoadedModel, text: str, methods=CAPTUM_METHODS, *, t
         attr, check = integrated_gradients(_forward(lm, inputs, position, "inputs_embeds"), x, xb, t,
                                            n_steps=ig_steps,
                                            max_steps=8 * ig_steps if ig_max_steps is None else ig_max_steps)
-        out["scores"]["integrated_gradients"] = attr.sum(-1)[0].double().numpy()  # (N,)
+        out["scores"]["integrated_gradients"] = attr.sum(-1)[0].double().cpu().numpy()  # (N,)
         out["ig_output_difference"] = check.output_difference
         out["ig_delta"] = abs(check.delta)
         out["ig_completeness"] = check.to_dict()
@@ -217,20 +217,20 @@ def captum_attributions(lm: LoadedModel, text: str, methods=CAPTUM_METHODS, *, t
     if perturb:
         f_emb = torch.no_grad()(_forward(lm, inputs, position, "inputs_embeds"))  # perturbations need no graph
         n, d = x.shape[1], x.shape[2]
-        mask = torch.arange(n)[None, :, None].expand(1, n, d).contiguous()  # (1, N, D): feature = token
+        mask = torch.arange(n, device=x.device)[None, :, None].expand(1, n, d).contiguous()  # (1, N, D): feature = token
         if "occlusion" in perturb:
             occ = ca.Occlusion(f_emb).attribute(x, sliding_window_shapes=(1, d), strides=(1, d), baselines=xb,
                                                  target=t, perturbations_per_eval=8)
-            out["scores"]["occlusion"] = occ.mean(-1)[0].double().numpy()  # (N,) each element holds the drop
+            out["scores"]["occlusion"] = occ.mean(-1)[0].double().cpu().numpy()  # (N,) each element holds the drop
         if "lime" in perturb:
             lime = ca.Lime(f_emb, interpretable_model=SkLearnRidge(alpha=1.0))
             a = lime.attribute(x, baselines=xb, target=t, feature_mask=mask, n_samples=n_samples,
                                perturbations_per_eval=8)
-            out["scores"]["lime"] = a[0, :, 0].double().numpy()
+            out["scores"]["lime"] = a[0, :, 0].double().cpu().numpy()
         if "shapley" in perturb:
             a = ca.ShapleyValueSampling(f_emb).attribute(x, baselines=xb, target=t, feature_mask=mask,
                                                           n_samples=max(1, n_samples // 8), perturbations_per_eval=8)
-            out["scores"]["shapley"] = a[0, :, 0].double().numpy()
+            out["scores"]["shapley"] = a[0, :, 0].double().cpu().numpy()
     still = np.asarray(fixed, bool)
     for k, v in out["scores"].items():
         v[still] = 0.0  # never perturbed; LIME's surrogate would otherwise give them regression noise

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..commands import QUIET_HELP, THREADS_HELP, check_out, set_threads
+from ..commands import DEVICE_HELP, DTYPE_HELP, QUIET_HELP, THREADS_HELP, check_out, set_placement, set_threads
 from ..errors import InputError
 from ..progress import progress_bar, status
 
@@ -87,6 +87,8 @@ def explain(
     faithful: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="Deletion/insertion curves + AOPC."),
     out: Path = typer.Option(Path("attnscope-explain"), "--out", "-o", help="Output directory (PNG + JSON)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     seed: int = typer.Option(0, help="Seed (random heads, sampling)."),
     allow_random_head: bool = typer.Option(False, "--allow-random-head", help="Run even when the prediction head "
@@ -98,6 +100,7 @@ def explain(
     attributions side by side, their agreement (Spearman, Kendall, top-k) and faithfulness (AOPC)."""
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from .agreement import ALL_METHODS, explain as run_explain
     from .faithfulness import faithfulness
     from .plots import plot_explanation, plot_faithfulness
@@ -143,6 +146,8 @@ def ablate(
                                              "and report the prediction change per text."),
     out: Path = typer.Option(Path("attnscope-ablate"), "--out", "-o", help="Output directory (PNG + JSON)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     seed: int = typer.Option(0, help="Seed for a random classification head."),
 ) -> None:
@@ -150,6 +155,7 @@ def ablate(
     the prediction change (KL, probability shift, logit difference) of removing given heads."""
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from .ablation import head_importance
     from .interventions import ZeroHeads, intervene
     from .plots import plot_head_heatmap
@@ -202,12 +208,15 @@ def probe(
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     out: Path = typer.Option(Path("attnscope-probe"), "--out", "-o", help="Output directory (PNG + JSON)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Bias probe: attention to/from word groups across templated sentences, Welch's t-test and Hedges' g.
     Attention weights alone are not evidence of model bias."""
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from ..models import load_model
     from .bias import NOTE, bias_probe
     from .plots import plot_bias
@@ -246,6 +255,8 @@ def counterfactual(
     task: str = typer.Option("auto", help=TASK_HELP),
     out: Path = typer.Option(Path("attnscope-counterfactual"), "--out", "-o", help="Output directory."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     seed: int = typer.Option(0, help="Seed for a random classification head."),
 ) -> None:
@@ -253,6 +264,7 @@ def counterfactual(
     or user-given counterfactual texts compared with the original (KL, probability shift, attention MSE/KL)."""
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from .counterfactual import compare_counterfactuals, token_interventions
     from .plots import plot_token_effects
 
@@ -284,12 +296,15 @@ def dropout(
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     out: Path = typer.Option(Path("attnscope-dropout"), "--out", "-o", help="Output directory."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """MC-dropout consistency of attention: mean/std/CV maps and pairwise correlation of runs."""
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     import numpy as np
 
     from ..models import load_model

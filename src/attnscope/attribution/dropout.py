@@ -53,7 +53,8 @@ class AttentionDropout:
         p = self.rates[site]
         out = probs
         if p > 0:
-            keep = torch.rand(probs.shape, generator=self.generator, device=probs.device) >= p
+            # drawn on the CPU (the seeded generator lives there): the same masks on every device
+            keep = torch.rand(probs.shape, generator=self.generator).to(probs.device) >= p
             out = probs * keep / (1.0 - p)  # (B, H, bq, Nk): inverted dropout, as torch's
         self.softmax.setdefault(site, []).append(probs.detach())
         self.used.setdefault(site, []).append(out.detach())
@@ -128,13 +129,13 @@ def dropout_consistency(lm: LoadedModel, text: str, *, n_runs: int = 20, seed: i
     finally:
         for m, t in state.items():
             m.training = t
-    maps = torch.stack(runs).double().numpy()  # (R, L, H, N, N)
+    maps = torch.stack(runs).double().cpu().numpy()  # (R, L, H, N, N)
     mean, std = maps.mean(0), maps.std(0, ddof=1)
     cv = np.where(mean > 0, std / np.where(mean > 0, mean, 1.0), 0.0)
     flat = maps.reshape(n_runs, -1)
     corr = np.corrcoef(flat)
     iu = np.triu_indices(n_runs, 1)
-    pr = torch.stack(probs).numpy() if probs else None  # (R, C)
+    pr = torch.stack(probs).cpu().numpy() if probs else None  # (R, C)
     return DropoutConsistency(tokens=tokens.labels(), layers=[s.layer for s in sites], n_runs=n_runs, which=which,
                               mean=mean, std=std, cv=cv, pairwise_correlations=corr[iu],
                               prediction_mean=None if pr is None else pr.mean(0),

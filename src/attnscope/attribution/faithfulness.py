@@ -91,7 +91,7 @@ def faithfulness(lm: LoadedModel, text: str, scores: Mapping[str, np.ndarray] | 
         for j, k in enumerate(ks):
             dele[j, order[:k]] = base_id
             ins[j, order[k:]] = base_id
-        p = probs_for(torch.cat([dele, ins]))[:, t].numpy()  # (2S,)
+        p = probs_for(torch.cat([dele, ins]))[:, t].cpu().numpy()  # (2S,)
         return p[:len(ks)], p[len(ks):]
 
     curves: dict[str, dict[str, np.ndarray]] = {"deletion": {}, "insertion": {}}

@@ -146,8 +146,8 @@ def attention_gradients(lm: LoadedModel, text: str, *, target: int | str | None 
     sites = [s for s in probe.sites(stream) for _ in probe.blocks[s]]
     for s, g in zip(sites, grads):
         per_site.setdefault(s.layer, []).append(g)
-    g_maps = torch.stack([torch.cat(per_site[l], dim=2)[0] for l in sorted(per_site)]).double().numpy()  # (L, H, N, N)
-    a_maps = probe.maps(stream)[:, 0].double().numpy()  # (L, H, N, N)
+    g_maps = torch.stack([torch.cat(per_site[l], dim=2)[0] for l in sorted(per_site)]).double().cpu().numpy()  # (L, H, N, N)
+    a_maps = probe.maps(stream)[:, 0].double().cpu().numpy()  # (L, H, N, N)
     causal = is_causal_maps(a_maps)
     n = a_maps.shape[-1]
     if position is not None and lm.kind == "causal":
@@ -156,5 +156,5 @@ def attention_gradients(lm: LoadedModel, text: str, *, target: int | str | None 
         row = n - 1 if causal else 0
     return AttentionGradients(tokens=tokens.labels(text), special=list(tokens.special), attention=a_maps,
                               gradients=g_maps, target=t, target_label=label, row=row, causal=causal,
-                              logits=logits.detach().double().numpy(),
+                              logits=logits.detach().double().cpu().numpy(),
                               meta={"model": lm.name, "text": text, "stream": stream})

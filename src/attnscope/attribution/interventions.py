@@ -24,6 +24,7 @@ import torch
 
 from ..capture.api import _encode, attention_implementation, check_text, supports_interface
 from ..capture.interface import CaptureSession, Site, annotate_model, register, session_scope
+from ..devices import model_inputs
 from ..errors import CaptureError, InputError
 from ..models import LoadedModel
 
@@ -321,7 +322,7 @@ def run_with_interventions(lm: LoadedModel, inputs: Mapping[str, torch.Tensor], 
     """
     prepare(lm)
     session = CaptureSession(interventions=list(interventions), on_call=on_call)
-    kwargs = dict(inputs)
+    kwargs = model_inputs(dict(inputs), lm.model)  # inputs follow the model's device
     kwargs.update(forward_kwargs)
     if lm.kind == "causal":
         kwargs.setdefault("use_cache", False)
@@ -334,9 +335,9 @@ def run_with_interventions(lm: LoadedModel, inputs: Mapping[str, torch.Tensor], 
 
 
 def encode(lm: LoadedModel, text: str, truncate: bool = False):
-    """(model inputs (1, N), Tokens) of one text, tokenised as :func:`attnscope.capture` does."""
+    """(model inputs (1, N) on the model's device, Tokens) of one text, tokenised as :func:`attnscope.capture` does."""
     inputs, seqs, _ = _encode(lm, check_text(text), None, truncate)
-    return inputs, seqs["input"]
+    return model_inputs(inputs, lm.model), seqs["input"]
 
 
 def output_logits(lm: LoadedModel, output: Any, position: int | None = None) -> torch.Tensor:

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 import torch
 
+from ..devices import OUT_OF_MEMORY, model_inputs, out_of_memory
 from ..errors import CaptureError, InputError
 from ..models import LoadedModel, load_model
 from ..trace import STREAM_SEQUENCES, AttentionTrace, Tokens
@@ -259,7 +260,7 @@ def _encode_speech(lm: LoadedModel, audio, sampling_rate: int, target: str | Non
 
 # ---------------------------------------------------------------------------- running
 def _forward(lm: LoadedModel, inputs: dict) -> Any:
-    kwargs = dict(inputs)
+    kwargs = model_inputs(inputs, lm.model)  # inputs follow the model's device
     if lm.kind == "causal":
         kwargs["use_cache"] = False
     with torch.no_grad():
@@ -276,7 +277,11 @@ def _run_fast(lm: LoadedModel, inputs: dict, layers, heads, modes, top_k, full_d
                              layers={s: set(v) for s, v in layers.items()}, heads=dict(heads),
                              interventions=list(interventions), block_elements=block_elements)
     with attention_implementation(lm.model, "attnscope"), session_scope(session):
-        output = _forward(lm, inputs)
+        try:
+            output = _forward(lm, inputs)
+        except OUT_OF_MEMORY as e:
+            where = f"{session.site.stream} layer {session.site.layer}" if session.site else "the forward pass"
+            raise out_of_memory(e, where, block_elements) from None
     if session.calls == 0:
         raise CaptureError(f"{lm.name}: the attention function was never called; this model does not route "
                            "attention through transformers' AttentionInterface (use method='eager')")
@@ -286,10 +291,13 @@ def _run_fast(lm: LoadedModel, inputs: dict, layers, heads, modes, top_k, full_d
 def _run_eager(lm: LoadedModel, inputs: dict) -> tuple[dict[str, tuple[torch.Tensor, ...]], Any]:
     with attention_implementation(lm.model, "eager"):
         with torch.no_grad():
-            kwargs = dict(inputs, output_attentions=True)
+            kwargs = dict(model_inputs(inputs, lm.model), output_attentions=True)
             if lm.kind == "causal":
                 kwargs["use_cache"] = False
-            out = lm.model(**kwargs)
+            try:
+                out = lm.model(**kwargs)
+            except OUT_OF_MEMORY as e:  # eager keeps every layer's maps: O(L·H·N²)
+                raise out_of_memory(e, "every layer's maps (method='eager')") from None
     if lm.kind in ("seq2seq", "speech-seq2seq"):
         found = {"encoder_self": out.encoder_attentions, "decoder_self": out.decoder_attentions,
                  "cross": out.cross_attentions}
@@ -437,7 +445,7 @@ def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, 
     else:
         found, _ = _run_eager(lm, inputs)
         for s, layers in layer_sel.items():
-            maps = torch.stack([found[s][l][0][head_sel[s]] for l in layers]).float()  # (L, h, Nq, Nk)
+            maps = torch.stack([found[s][l][0][head_sel[s]] for l in layers]).float().cpu()  # (L, h, Nq, Nk)
             if "full" in modes:
                 weights[s] = maps.to(full_dtype)
             if "stats" in modes:

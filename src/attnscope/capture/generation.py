@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..devices import model_inputs
 from ..errors import InputError
 from ..models import LoadedModel
 from ..trace import STREAM_SEQUENCES, AttentionTrace, Tokens
@@ -117,6 +118,7 @@ def generate(
                 text = check_text(prompt, "prompt")
                 inputs, _, meta = _encode(lm, text, None, False)
             inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+            inputs = model_inputs(inputs, lm.model)  # inputs follow the model's device
             prompt_ids = inputs["input_ids"]  # (1, P)
             pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
             out = lm.model.generate(**inputs, pad_token_id=pad, **gen_kwargs)
@@ -128,7 +130,7 @@ def generate(
             if lm.kind == "speech-seq2seq":
                 inputs, _, meta = _encode_speech(lm, audio, sampling_rate, None)
                 inputs.pop("decoder_input_ids")
-                enc_inputs = {"input_features": inputs["input_features"]}
+                enc_inputs = model_inputs({"input_features": inputs["input_features"]}, lm.model)
             else:
                 if ids_in is not None:
                     inputs, src, meta = _encode_ids(lm, ids_in, False)
@@ -137,6 +139,7 @@ def generate(
                     text = check_text(prompt, "source text")
                     inputs, src, meta = _encode(lm, text, None, False)
                 inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+                inputs = model_inputs(inputs, lm.model)  # inputs follow the model's device
                 enc_inputs = dict(inputs)
                 texts["source"] = text
             encoder_outputs = lm.model.get_encoder()(**enc_inputs)

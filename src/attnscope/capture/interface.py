@@ -69,6 +69,7 @@ class CaptureSession:
     calls: int = 0
     scratch: Scratch = field(default_factory=Scratch)  # reused block buffers
     on_call: Callable[[Site, torch.nn.Module], None] | None = None
+    site: Site | None = None  # the attention call running now (named when it runs out of memory)
 
     def wants(self, site: Site) -> bool:
         if not self.recorders or site.stream not in self.layers:
@@ -290,6 +291,7 @@ def attnscope_attention(
     qpos0 = session.rows_seen.get(rows_key, 0) if session is not None else 0
     if session is not None:
         session.calls += 1
+        session.site = site
         if session.on_call is not None:
             session.on_call(site, module)
     intervene = session is not None and any(iv.applies(site) for iv in session.interventions)

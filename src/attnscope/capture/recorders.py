@@ -11,6 +11,7 @@ from typing import Literal, get_args
 
 import torch
 
+from ..devices import to_cpu
 from ..statistics import check_stat_names, row_statistics, row_statistics_from_scores
 
 Mode = Literal["full", "stats", "topk"]
@@ -92,8 +93,9 @@ class Recorder:
         self._keep(site, self.reduce(probs, allowed, query_positions, key_offset), key_offset + probs.shape[-1])
 
     def _keep(self, site: SiteKey, reduced, key_end: int) -> None:
-        """Store one block's reduction and the absolute position after its last key."""
-        self.blocks.setdefault(site, []).append(reduced)
+        """Store one block's reduction (moved to the CPU: traces always live there) and the absolute
+        position after its last key."""
+        self.blocks.setdefault(site, []).append(to_cpu(reduced))
         self.key_lengths.setdefault(site, []).append(key_end)
 
     def add_block(self, site: SiteKey, block: AttentionBlock, query_positions: torch.Tensor,

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..commands import THREADS_HELP, check_out, set_threads
+from ..commands import DEVICE_HELP, DTYPE_HELP, THREADS_HELP, check_out, set_placement, set_threads
 from ..commands import parse_indices as _indices
 from ..errors import InputError
 
@@ -36,6 +36,10 @@ def corpus(
     address: Optional[str] = typer.Option(None, help="Ray cluster address, e.g. 'auto' (engine ray)."),
     workers: Optional[int] = typer.Option(None, help="Ray actors (default: the cluster's CPUs / threads)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP + " With Ray: threads per actor."),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
+    gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", help="With Ray: GPUs each actor reserves (Ray's "
+                                          "num_gpus; use with --device cuda). 0: none."),
     overwrite: bool = typer.Option(False, help="Start over: discard an unfinished run's shards and replace "
                                    "a finished OUT."),
     keep_parts: bool = typer.Option(False, help="Keep the shard directory after merging."),
@@ -53,6 +57,7 @@ def corpus(
         if path is not None:
             check_out(path, option=option, kind="file")
     n_threads = set_threads(threads)
+    set_placement(device, dtype)
     if out is None:
         if input != "-":
             raise InputError("pass --out stats.parquet (or read '-' from stdin to stream JSON lines to stdout)")
@@ -72,7 +77,7 @@ def corpus(
                      max_batch_tokens=max_batch_tokens, shard_size=shard_size, text_field=text_field,
                      id_field=id_field, format=format, engine=engine, address=address, num_workers=workers,
                      progress=progress and input != "-", overwrite=overwrite, keep_parts=keep_parts,
-                     statistics=statistics, threads=n_threads)
+                     statistics=statistics, threads=n_threads, gpus_per_worker=gpus_per_worker)
     resumed = f" ({res.shards_resumed} shards resumed)" if res.shards_resumed else ""
     if res.n_duplicates:
         more = ", …" if res.n_duplicates > 5 else ""

@@ -358,7 +358,7 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
                address: str | None = None, num_workers: int | None = None, threads: int | None = None,
                progress: bool = False, overwrite: bool = False, keep_parts: bool = False,
                quantiles: Sequence[float] = QUANTILES, block_elements: int = DEFAULT_BLOCK_ELEMENTS,
-               statistics: Sequence[str] | str | None = None) -> CorpusResult:
+               statistics: Sequence[str] | str | None = None, gpus_per_worker: float = 0) -> CorpusResult:
     """Per-text per-head statistics of a corpus file (txt / jsonl / csv / parquet, or ``"-"`` for stdin).
 
     Resumable: rerunning the same command after a crash or kill computes only the missing shards
@@ -369,7 +369,9 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
     cluster address such as ``"auto"``; ``num_workers``: actors, default the cluster's CPUs / threads).
     ``threads``: torch threads (default: the current setting), also in each Ray actor, so that both
     engines compute the same numbers. With ``id_field``, a row whose id an earlier row has is skipped and
-    listed in the errors file (``CorpusResult.n_duplicates``). ``statistics``: the head statistics
+    listed in the errors file (``CorpusResult.n_duplicates``). ``gpus_per_worker``: GPUs each Ray actor
+    reserves (Ray's ``num_gpus``; 0: none); the model's device and dtype are those of
+    :func:`attnscope.load_model`'s default (the CLI's ``--device`` / ``--dtype``), in every actor too. ``statistics``: the head statistics
     (default all but Gini, whose per-row sort costs more than the rest; ``"all"`` adds it). See the module
     docstring for the outputs.
     """
@@ -383,6 +385,11 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
     for name, v in (("threads", threads), ("num_workers", num_workers)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 4096):
             raise InputError(f"{name} must be an integer from 1 to 4096, got {v!r}")
+    if (isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float))
+            or not 0 <= gpus_per_worker <= 64):
+        raise InputError(f"gpus_per_worker must be a number from 0 to 64, got {gpus_per_worker!r}")
+    if gpus_per_worker and engine != "ray":
+        raise InputError("--gpus-per-worker is for --engine ray (the local engine uses --device)")
     source = str(source)
     if source == "-" and engine != "local":
         raise InputError("stdin can be read by the local engine only; write it to a file first")
@@ -399,7 +406,8 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
                               id_field=id_field, format=format, statistics=list(head_stats))
     if not overwrite:  # refuse a changed input or other settings before loading the model
         parts.check(_manifest(settings, input_fp, model_name, None, None), ignore=("layers", "heads"))
-    eng = ENGINES[engine](model, settings, threads=threads, address=address, num_workers=num_workers)
+    eng = ENGINES[engine](model, settings, threads=threads, address=address, num_workers=num_workers,
+                          **({"gpus_per_worker": gpus_per_worker} if gpus_per_worker else {}))
     # --- nothing above writes; from here on the run owns out_p's shard directory
     for p in (out_p, agg_p, err_p):
         remove_stale_temps(p)

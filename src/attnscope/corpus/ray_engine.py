@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from .._optional import require
+from ..devices import default_placement, set_default_placement
 from ..errors import CaptureError, InputError
 from ..models import LoadedModel
 from .pipeline import CorpusSettings, ShardResult, process_shard, register_engine
@@ -38,10 +39,12 @@ def _ray():
 
 
 class ShardWorker:
-    """Actor body: loads the model once, with ``threads`` torch threads, then computes whole shards."""
+    """Actor body: loads the model once, with ``threads`` torch threads, on the driver's default device and
+    dtype (``placement``), then computes whole shards."""
 
-    def __init__(self, settings_dict: dict[str, Any], threads: int):
+    def __init__(self, settings_dict: dict[str, Any], threads: int, placement: tuple[str, str] = ("cpu", "float32")):
         torch.set_num_threads(threads)
+        set_default_placement(*placement)
         self.settings = CorpusSettings(**settings_dict)
         self.computer = self.settings.computer()
 
@@ -66,12 +69,17 @@ class RayEngine:
     """
 
     def __init__(self, model: LoadedModel | str, settings: CorpusSettings, *, threads: int | None = None,
-                 address: str | None = None, num_workers: int | None = None):
+                 address: str | None = None, num_workers: int | None = None, gpus_per_worker: float = 0):
         if not isinstance(model, str):
             raise InputError("engine='ray' loads the model on every worker: pass a model name or a local path")
         self._ray = _ray()
         self.settings, self.address, self.num_workers = settings, address, num_workers
         self.threads = threads or torch.get_num_threads()
+        self.gpus_per_worker = gpus_per_worker  # Ray's num_gpus per actor
+        self.placement = tuple(str(x).removeprefix("torch.") for x in default_placement())  # (device, dtype)
+        if self.placement[0].startswith("cuda") and not gpus_per_worker:
+            raise InputError(f"--device {self.placement[0]} with --engine ray: give each worker a GPU with "
+                             "--gpus-per-worker 1 (Ray hides GPUs from actors that reserve none)")
         self.workers: list[Any] = []
         self._started = False
 
@@ -89,8 +97,14 @@ class RayEngine:
         if n * self.threads > total:
             raise InputError(f"{n} Ray workers x {self.threads} threads need {n * self.threads} CPUs; the Ray "
                              f"cluster has {total}: pass fewer --workers or --threads")
-        actor = ray.remote(num_cpus=self.threads)(ShardWorker)
-        self.workers = [actor.remote(asdict(self.settings), self.threads) for _ in range(n)]
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        if self.gpus_per_worker and not self.num_workers:  # default: as many actors as GPUs allow, too
+            n = max(1, min(n, int(gpus // self.gpus_per_worker)))
+        if n * self.gpus_per_worker > gpus:
+            raise InputError(f"{n} Ray workers x {self.gpus_per_worker:g} GPUs need {n * self.gpus_per_worker:g} "
+                             f"GPUs; the Ray cluster has {gpus:g}: pass fewer --workers or --gpus-per-worker")
+        actor = ray.remote(num_cpus=self.threads, num_gpus=self.gpus_per_worker)(ShardWorker)
+        self.workers = [actor.remote(asdict(self.settings), self.threads, self.placement) for _ in range(n)]
         selections = ray.get([w.selection.remote() for w in self.workers])
         layers, heads, _ = selections[0]
         used = sorted({t for _, _, t in selections})

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..commands import QUIET_HELP, THREADS_HELP, check_out, set_threads
+from ..commands import DEVICE_HELP, DTYPE_HELP, QUIET_HELP, THREADS_HELP, check_out, set_placement, set_threads
 from ..errors import InputError
 
 
@@ -20,6 +20,8 @@ def report(
     title: Optional[str] = typer.Option(None, "--title", help="Report title."),
     figures: bool = typer.Option(False, "--figures", help="Also save every figure as PNG, SVG and PDF under OUT/figures."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Write one offline HTML report (figures, head statistics and roles, rollout, metadata) for TEXT or --trace."""
@@ -29,6 +31,7 @@ def report(
         raise InputError("give either TEXT or --trace FILE (not both, not neither)")
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from ..trace import AttentionTrace
     from .report import write_report
 

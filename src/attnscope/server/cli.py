@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ..commands import DEVICE_HELP, DTYPE_HELP, set_placement
 from ..models import DEFAULT_MODEL
 
 
@@ -21,12 +22,15 @@ def serve(
     timeout: float = typer.Option(120.0, help="Per-request timeout in seconds (504 beyond)."),
     threads: int = typer.Option(0, help="torch threads for inference (0: torch's default). On a busy machine 1 "
                                         "avoids thread oversubscription."),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP + " The inference worker loads every model there."),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
 ) -> None:
     """Serve the attention explorer (open http://HOST:PORT/) and the REST API (/v1, docs at /docs)."""
     from .._optional import require
 
     require("fastapi", "web", "attnscope serve")
     uvicorn = require("uvicorn", "web", "attnscope serve")
+    set_placement(device, dtype)  # the worker's load_model calls (this process) use them
 
     from .app import create_app
     from .config import ServerConfig

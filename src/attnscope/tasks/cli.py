@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..commands import QUIET_HELP, THREADS_HELP, check_out, set_threads
+from ..commands import DEVICE_HELP, DTYPE_HELP, QUIET_HELP, THREADS_HELP, check_out, set_placement, set_threads
 
 app = typer.Typer(help="Task analyses on real models: sentiment, QA, alignment, generation, dialogue.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -75,6 +75,8 @@ def sentiment_train(
     max_steps: Optional[int] = typer.Option(None, help="stop after this many optimiser steps"),
     out: Optional[Path] = typer.Option(None, help="model directory (default: the attnscope cache)"),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     reuse: bool = typer.Option(False, help="skip training when the model in --out was trained with exactly these "
                                "settings by the current recipe"),
 ) -> None:
@@ -84,6 +86,7 @@ def sentiment_train(
     if out is not None:
         check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from .sentiment import TrainConfig, stale_reason, train_sentiment
 
     given = dict(n_train=n_train, n_test=n_test, epochs=epochs, max_length=max_length, batch_size=batch_size, lr=lr,
@@ -119,6 +122,8 @@ def sentiment_analyze(
     seed: int = typer.Option(1),
     out: Path = typer.Option(Path("tasks-out/sentiment"), help="output directory"),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Class-averaged attention, most-attended words, rollout vs IG, misclassified held-out tweets."""
@@ -126,6 +131,7 @@ def sentiment_analyze(
 
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from .sentiment import analyze_sentiment, load_sentiment_model, sample_tweets
 
     with status("loading the sentiment model", quiet=quiet):
@@ -152,6 +158,8 @@ def qa_command(
     layers: Optional[str] = typer.Option(None, help="layers for the question→context map (default: last)"),
     out: Path = typer.Option(Path("tasks-out/qa")),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     allow_random_head: bool = typer.Option(False, "--allow-random-head", help="run even when the model's QA head "
                                            "is randomly initialised (its answers are then arbitrary)"),
@@ -168,6 +176,7 @@ def qa_command(
         raise InputError("give --context or --context-file")
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     with status(f"answering with {model}", quiet=quiet):
         r = answer_question(model, question, context, allow_random_head=allow_random_head)
     r.question_to_context(_ints(layers))
@@ -198,6 +207,8 @@ def align_command(
     reference: Optional[str] = typer.Option(None, help="reference links 't-s' (target-source, 0-based), e.g. '0-0,1-2'"),
     out: Path = typer.Option(Path("tasks-out/align")),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Source × target alignment from cross-attention, and which heads align best."""
@@ -209,6 +220,7 @@ def align_command(
 
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     if trace is not None:
         tr = AttentionTrace.load(trace)
         al = cross_alignment(tr, _ints(layers), _ints(heads))
@@ -247,6 +259,8 @@ def whisper_timestamps_command(
     find_heads: bool = typer.Option(False, help="with --say: score every head against the known boundaries"),
     out: Path = typer.Option(Path("tasks-out/whisper")),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Word timestamps from Whisper's cross-attention (DTW over alignment heads)."""
@@ -262,6 +276,7 @@ def whisper_timestamps_command(
     ref = None
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     if say:
         x, sr, ref = synthesize_words(say.split(), gap)
     elif audio is not None:
@@ -312,6 +327,8 @@ def generation_monitor_command(
     threshold: float = typer.Option(0.3, help="flag tokens whose probability is below this"),
     out: Path = typer.Option(Path("tasks-out/generation")),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Per generated token: attention entropy per layer, max weight, prompt/generated/sink mass, confidence."""
@@ -319,6 +336,7 @@ def generation_monitor_command(
 
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from . import plots
     from .generation_monitor import monitor_generation
 
@@ -345,6 +363,8 @@ def dialogue_command(
     keep_sink: bool = typer.Option(False, help="keep the first token's (sink) mass in the matrices"),
     out: Path = typer.Option(Path("tasks-out/dialogue")),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """Utterance × utterance attention per layer: which earlier turns each turn reads."""
@@ -353,6 +373,7 @@ def dialogue_command(
 
     check_out(out)
     set_threads(threads)
+    set_placement(device, dtype)
     from . import plots
     from .dialogue import dialogue_attention
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..analysis.results import HeadScores
+from ..devices import model_inputs
 from ..errors import InputError
 from ..models import LoadedModel
 
@@ -60,7 +61,7 @@ class QAResult:
     qc_layers_label: str = "last"
 
     def _w(self) -> np.ndarray:
-        return self.trace.weights("self").double().numpy()  # (L, H, N, N)
+        return self.trace.weights("self").double().cpu().numpy()  # (L, H, N, N)
 
     def question_to_context(self, layers: Sequence[int] | None = None) -> np.ndarray:
         """(question token, context token) attention, mean over heads and ``layers`` (default: last layer)."""
@@ -193,9 +194,9 @@ def answer_question(lm: LoadedModel | str, question: str, context: str, *, max_a
     if enc["input_ids"][0].tolist() != toks.ids:
         raise RuntimeError("tokenisation of the QA input differs between capture and prediction")  # pragma: no cover
     with torch.no_grad():
-        out = lm.model(**enc)
-    start = out.start_logits[0].double().numpy()
-    end = out.end_logits[0].double().numpy()
+        out = lm.model(**model_inputs(dict(enc), lm.model))  # inputs follow the model's device
+    start = out.start_logits[0].double().cpu().numpy()
+    end = out.end_logits[0].double().cpu().numpy()
     s, e, score = best_span(start, end, c_idx, max_answer_tokens)
     cs, ce = toks.offsets[s][0], toks.offsets[e][1]
     return QAResult(question=question, context=context, answer=context[cs:ce], span=(s, e), char_span=(cs, ce),

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..devices import model_device, model_inputs
 from ..errors import InputError, ModelLoadError
 from ..models import CATALOGUE, LoadedModel, attnscope_cache_dir, wrap_model
 
@@ -186,12 +187,12 @@ def fine_tune(model, tokenizer, texts: Sequence[str], labels: Sequence[int], cfg
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     model.train()
     step = 0
-    y_all = torch.tensor(list(labels))
+    y_all = torch.tensor(list(labels), device=model_device(model))  # labels follow the model's device
     while step < total:
         for batch in _batches(len(texts), cfg.batch_size, rng):
             enc = tokenizer([texts[i] for i in batch], truncation=True, max_length=cfg.max_length, padding=True,
                             return_tensors="pt")
-            out = model(**enc, labels=y_all[batch])
+            out = model(**model_inputs(dict(enc), model), labels=y_all[batch])
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -214,7 +215,7 @@ def predict_proba(model, tokenizer, texts: Sequence[str], max_length: int = 128,
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(list(texts[i:i + batch_size]), truncation=True, max_length=max_length, padding=True,
                         return_tensors="pt")
-        out.append(torch.softmax(model(**enc).logits.float(), -1).numpy())  # (B, C)
+        out.append(torch.softmax(model(**model_inputs(dict(enc), model)).logits.float(), -1).cpu().numpy())  # (B, C)
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
 
 
@@ -506,7 +507,7 @@ def explain_text(lm: LoadedModel, text: str, n_steps: int = 32) -> Explanation:
     from ..capture import capture
 
     trace = capture(lm, text, mode="full", truncate=True)
-    ids = torch.tensor([trace.tokens["input"].ids])  # (1, N)
+    ids = torch.tensor([trace.tokens["input"].ids], device=model_device(lm.model))  # (1, N)
     with torch.no_grad():
         probs = torch.softmax(lm.model(input_ids=ids).logits.float(), -1)[0]
     pred = int(probs.argmax())
