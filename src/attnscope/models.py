@@ -328,7 +328,8 @@ def resolve_model_name(name: str) -> tuple[str, bool]:
 
 
 def load_model(name: str = DEFAULT_MODEL, *, progress: Callable[[str], None] | None = None,
-               dtype: torch.dtype = torch.float32, model_class=None) -> LoadedModel:
+               dtype: torch.dtype | str | None = None, model_class=None,
+               device: str | torch.device | None = None) -> LoadedModel:
     """Load a catalogue model (``minilm``, ``smollm2``, ``whisper-tiny-en``), a local directory or a
     Hugging Face hub id (``gpt2``, ``org/model``; read from the local HF cache, downloaded only when the
     user names a hub id that is not cached and the network is reachable). Never ``trust_remote_code``.
@@ -337,8 +338,18 @@ def load_model(name: str = DEFAULT_MODEL, *, progress: Callable[[str], None] | N
     Weights the checkpoint lacks (e.g. a classification head on a sentence encoder) are initialised at
     random by transformers; they are listed in ``LoadedModel.newly_initialized`` (``has_random_head`` for
     the task head) and announced with a :class:`NewlyInitializedWeightsWarning`.
+
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device``; ``dtype``: float32,
+    bfloat16 or float16, as a torch dtype or its name. Not given: cpu and float32, unless the CLI's
+    ``--device`` / ``--dtype`` set another default (:func:`attnscope.devices.set_default_placement`).
     """
     import transformers as tf
+
+    from .devices import OUT_OF_MEMORY, default_placement, resolve_device, resolve_dtype
+
+    default_device, default_dtype = default_placement()
+    dtype = resolve_dtype(default_dtype if dtype is None else dtype)
+    device = resolve_device(default_device if device is None else device)
 
     entry = CATALOGUE.get(name) if isinstance(name, str) else None
     if entry is not None:
@@ -365,6 +376,12 @@ def load_model(name: str = DEFAULT_MODEL, *, progress: Callable[[str], None] | N
                 f"downloaded ({first}); download it once with network access (`hf download {name}`) or pass a "
                 f"local directory; catalogue models: {', '.join(CATALOGUE)}") from None
         raise ModelLoadError(f"could not load model {name!r}: {first}") from None
+    if device.type != "cpu":
+        try:
+            model.to(device)
+        except OUT_OF_MEMORY:
+            raise ModelLoadError(f"model {name!r} in {str(dtype).removeprefix('torch.')} does not fit in the "
+                                 f"memory of {device}; use --dtype bfloat16, another GPU or --device cpu") from None
     loaded = wrap_model(model, tokenizer, name=name, processor=processor)
     loaded.newly_initialized = sorted(set(info.get("missing_keys", ())) |
                                       {k[0] for k in info.get("mismatched_keys", ())})
