@@ -135,7 +135,9 @@ def transcribe(lm: LoadedModel, audio: np.ndarray, sampling_rate: int = SAMPLE_R
 
     feats = lm.processor.feature_extractor(np.asarray(audio, np.float32), sampling_rate=sampling_rate,
                                            return_tensors="pt")
-    with torch.no_grad():
+    from ..models import quiet_transformers
+
+    with torch.no_grad(), quiet_transformers():  # its notes on generation settings are not the user's concern
         out = lm.model.generate(feats["input_features"], max_new_tokens=max_new_tokens, do_sample=False)
     eot = lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     ids = [int(t) for t in out[0].tolist() if t < eot]
