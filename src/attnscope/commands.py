@@ -81,8 +81,8 @@ def check_out(path: Path, *, option: str = "--out", kind: str = "dir") -> Path:
 
 # ---------------------------------------------------------------------------- threads
 THREADS_ENV = "ATTNSCOPE_THREADS"
-THREADS_HELP = ("torch CPU threads [default: $ATTNSCOPE_THREADS, else $OMP_NUM_THREADS, else half the CPUs this "
-                "process may use, 1 to 4]. More threads than free cores makes a busy machine many times slower.")
+THREADS_HELP = ("torch CPU threads (default: $ATTNSCOPE_THREADS, else $OMP_NUM_THREADS, else half the CPUs this "
+                "process may use, 1 to 4). More threads than free cores makes a busy machine many times slower.")
 MAX_THREADS = 256
 
 
