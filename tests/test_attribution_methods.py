@@ -35,8 +35,11 @@ def minilm_clf():
 
     from attnscope.models import load_model
 
+    from attnscope.models import NewlyInitializedWeightsWarning
+
     torch.manual_seed(0)
-    return load_model("minilm", model_class=transformers.AutoModelForSequenceClassification)
+    with pytest.warns(NewlyInitializedWeightsWarning, match="classifier"):  # MiniLM has no classifier: random
+        return load_model("minilm", model_class=transformers.AutoModelForSequenceClassification)
 
 
 def _output_difference(lm, text, target, fixed):
