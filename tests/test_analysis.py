@@ -317,6 +317,8 @@ def test_run_analysis_positional_second_trace():
         run_analysis("compare", a, b, None, "position", "extra")
     with pytest.raises(InputError, match="takes the trace, then"):
         run_analysis("compare", a, b, other=b)  # other given twice
+    with pytest.raises(InputError, match="the trace given to 'rollout' must be an AttentionTrace"):
+        run_analysis("rollout", "trace.safetensors")
 
 
 @pytest.mark.parametrize("name, params, match", [

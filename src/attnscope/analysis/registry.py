@@ -105,6 +105,10 @@ def run_analysis(name: str, trace: Any, *args: Any, **params: Any) -> Any:
     :class:`~attnscope.errors.InputError` that lists the valid parameters.
     """
     info = analysis_info(name)
+    if info.needs or trace is not None:
+        from ._common import check_trace
+
+        check_trace(f"the trace given to {name!r}", trace)
     sig = inspect.signature(info.func)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     valid = list(info.params) or ["(none)"]
