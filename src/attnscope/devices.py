@@ -36,7 +36,7 @@ def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
     elif isinstance(device, str):
         name = device.strip().lower()
         if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            return resolve_device("cuda" if torch.cuda.is_available() else "cpu")
         m = _DEVICE.fullmatch(name)
         if m is None:
             raise InputError(f"--device {device[:40]!r} is not a device; use one of cpu, cuda, cuda:N (N = 0, 1, "
