@@ -76,8 +76,14 @@ def doc_state(tmp_path_factory):
 
 @pytest.fixture
 def offline(monkeypatch):
+    """Offline, headless, and torch's thread count restored afterwards (a snippet may set it)."""
+    import torch
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def _run_code(code: str, where: str, ns: dict, cwd: Path) -> None:
