@@ -80,6 +80,12 @@ def test_missing_directory_and_uncached_hub_id_say_what_to_do(tmp_path, monkeypa
         assert "unknown model" not in msg and "\n" not in msg
     with pytest.raises(ModelLoadError, match="not a catalogue name"):
         load_model("two words")
+    import attnscope.models as models_mod
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online, but the hub cannot be reached: refused at once, no retries
+    monkeypatch.setattr(models_mod, "_hub_reachable", lambda: False)
+    with pytest.raises(ModelLoadError, match="the hub cannot be reached from here.*hf download gpt2"):
+        load_model("gpt2")
 
 
 def test_newly_initialised_head_detected_and_announced_in_our_words(base_dir, capfd):

@@ -196,16 +196,22 @@ def quiet_transformers():
     "Loading weights" progress bars for the duration; attnscope reports what matters in its own words."""
     from transformers.utils import logging as tf_logging
 
+    import logging
+
     verbosity = tf_logging.get_verbosity()
     bars = tf_logging.is_progress_bar_enabled()
+    hub_log = logging.getLogger("huggingface_hub")  # its retry messages ("... thrown while requesting HEAD")
+    hub_level = hub_log.level
     tf_logging.set_verbosity_error()
     tf_logging.disable_progress_bar()
+    hub_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         tf_logging.set_verbosity(verbosity)
+        hub_log.setLevel(hub_level)
         if bars:
             tf_logging.enable_progress_bar()
 
@@ -221,6 +227,26 @@ def _looks_like_path(name: str) -> bool:
 
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable() -> bool:
+    """Whether the hub's host name resolves (a quick check, so an unreachable hub fails at once instead of
+    after huggingface_hub's retries)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname
+        if not host:
+            return True
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    except Exception:  # noqa: BLE001 -- when in doubt, let the download itself report
+        return True
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -318,10 +344,11 @@ def resolve_model_name(name: str) -> tuple[str, bool]:
         raise ModelLoadError(f"model {name!r} is not a catalogue name ({', '.join(CATALOGUE)}), an existing "
                              "directory or a Hugging Face hub id (letters, digits, '-', '_', '.', one '/')")
     cached = _in_hub_cache(name)
-    if not cached and _hub_offline():
+    if not cached and (_hub_offline() or not _hub_reachable()):
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the hub cannot be reached from here"
         raise ModelLoadError(
             f"model {name!r} is not a catalogue name ({', '.join(CATALOGUE)}) or a local directory, and the hub id "
-            f"{name!r} was not found in the local Hugging Face cache (HF_HUB_OFFLINE is set): download it once on "
+            f"{name!r} was not found in the local Hugging Face cache ({why}): download it once on "
             f"a machine with network access (`hf download {name}`, into ~/.cache/huggingface or $HF_HOME), or "
             "pass the local directory of a saved model")
     return name, cached
