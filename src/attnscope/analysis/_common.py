@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 import unicodedata
 
 import numpy as np
@@ -106,7 +107,7 @@ def check_int(name: str, value, lo: int | None = None, hi: int | None = None) ->
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
             (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None else ""
-        raise InputError(f"{name} must be an integer{rng}, got {value!r}")
+        raise InputError(f"{name} must be an integer{rng}, got {reprlib.repr(value)}")
     return int(value)
 
 
@@ -118,7 +119,7 @@ def check_number(name: str, value, lo: float | None = None, hi: float | None = N
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or \
             (lo is not None and value < lo) or (hi is not None and value > hi):
         rng = f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None else ""
-        raise InputError(f"{name} must be a number{rng}, got {value!r}")
+        raise InputError(f"{name} must be a number{rng}, got {reprlib.repr(value)}")
     return float(value)
 
 
@@ -140,10 +141,10 @@ def check_positions(name: str, value, n: int) -> list[int]:
         value = [value]
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, range, np.ndarray)) or len(value) == 0:
         raise InputError(f"{name} must be token positions: a non-empty list of ints (e.g. [0] for the first token), "
-                         f"got {value!r}")
+                         f"got {reprlib.repr(value)}")
     out = []
     for v in value:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not -n <= v < n:
-            raise InputError(f"{name}: position {v!r} is outside the sequence of {n} tokens (0..{n - 1})")
+            raise InputError(f"{name}: position {reprlib.repr(v)} is outside the sequence of {n} tokens (0..{n - 1})")
         out.append(int(v) % n)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import reprlib
 import unicodedata
 import warnings
 from typing import Any, Iterable, Literal, Sequence
@@ -72,7 +73,7 @@ def _visible(c: str) -> bool:
 def check_top_k(top_k: Any) -> int:
     """``top_k`` (keys kept per query row by the top-k recorder) as a positive int."""
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
-        raise InputError(f"top_k must be a positive integer (keys kept per query row), got {top_k!r}")
+        raise InputError(f"top_k must be a positive integer (keys kept per query row), got {reprlib.repr(top_k)}")
     return int(top_k)
 
 
@@ -106,13 +107,13 @@ def check_input_ids(lm: LoadedModel, input_ids: Any, what: str = "input_ids") ->
     vocab = _vocab_size(lm)
     for i, t in enumerate(ids):
         if isinstance(t, bool) or not isinstance(t, numbers.Integral):
-            raise InputError(f"{what}[{i}] is {t!r}; token ids must be ints")
+            raise InputError(f"{what}[{i}] is {reprlib.repr(t)}; token ids must be ints")
         if not 0 <= t < vocab:
             raise InputError(f"{what}[{i}] = {t} is not a token id of {lm.name} (its vocabulary has ids 0..{vocab - 1})")
     return [int(t) for t in ids]
 
 
-def resolve_selection(lm: LoadedModel, layers: Iterable[int] | None, heads: Iterable[int] | None,
+def resolve_selection(lm: LoadedModel, layers: Iterable[int] | int | None, heads: Iterable[int] | int | None,
                       streams: Sequence[str] | None) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """Validated model layer/head indices per stream (negative indices count from the end)."""
     geometry = lm.geometry()
@@ -134,11 +135,11 @@ def _check_indices(what: str, requested: Iterable[int] | int | None, n: int, mod
     if isinstance(requested, numbers.Integral) and not isinstance(requested, bool):
         requested = [requested]  # one index: layers=3 is layers=[3]
     if isinstance(requested, (str, bytes)) or not isinstance(requested, Iterable):
-        raise InputError(f"{what}s must be a list of {what} indices (or one int), got {requested!r}")
+        raise InputError(f"{what}s must be a list of {what} indices (or one int), got {reprlib.repr(requested)}")
     out = []
     for r in requested:
         if isinstance(r, bool) or not isinstance(r, numbers.Integral) or not -n <= r < n:
-            raise InputError(f"{what} {r!r} is out of range: {model} ({stream}) has {what}s 0..{n - 1} "
+            raise InputError(f"{what} {reprlib.repr(r)} is out of range: {model} ({stream}) has {what}s 0..{n - 1} "
                              f"(negative indices count from the end)")
         out.append(int(r) % n)
     if not out:
@@ -152,7 +153,7 @@ def _modes(mode: str | Sequence[str]) -> set[str]:
     elif isinstance(mode, (list, tuple, set, frozenset)) and all(isinstance(m, str) for m in mode):
         modes = set(mode)
     else:
-        raise InputError(f"mode must be one of {', '.join(MODES)} or a list of them, got {mode!r}")
+        raise InputError(f"mode must be one of {', '.join(MODES)} or a list of them, got {reprlib.repr(mode)}")
     bad = modes - set(MODES)
     if bad or not modes:
         raise InputError(f"unknown capture mode {sorted(bad) or mode!r}; valid modes: {', '.join(MODES)}")
@@ -493,7 +494,7 @@ def capture_batch(
     modes = _modes(mode)
     top_k = check_top_k(top_k)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(f"batch_size must be a positive integer, got {reprlib.repr(batch_size)}")
     layer_sel, head_sel = resolve_selection(lm, layers, heads, None)
     _one_input(texts, input_ids, "texts")
     if input_ids is not None:
