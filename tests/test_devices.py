@@ -344,3 +344,28 @@ def test_every_model_command_takes_device_and_dtype():
         assert "--device" in r.output and "--dtype" in r.output, cmd
     r = CliRunner().invoke(app, ["corpus", "--help"], terminal_width=200)
     assert "--gpus-per-worker" in r.output
+
+
+# ---------------------------------------------------------------------------- the GPU benchmark, on the CPU
+def test_bench_gpu_runs_small_on_cpu(tmp_path):
+    """benchmarks/bench_gpu.py --device cpu --small end to end (so the GPU script cannot rot): every case
+    timed, and its self-check (statistics against a float64 recomputation from the model's q/k) passed."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(script), "--device", "cpu", "--small", "--threads", "1", "--json",
+                        str(out)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["ok"] and all(c["ok"] for c in res["self_check"].values())
+    cases = {(row["model"], row["case"]) for row in res["rows"]}
+    assert cases == {("minilm", c) for c in ("plain", "eager_stats", "stats", "full_1layer")} | \
+        {("smollm2", c) for c in ("plain", "stats_all", "full_head", "pooled")}
+    assert all(row["seconds"] > 0 for row in res["rows"])
+    assert "self-check minilm: passed" in r.stdout and "stats_all" in r.stdout
