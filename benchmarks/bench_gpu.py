@@ -69,8 +69,8 @@ def _build(kind: str, device: torch.device, dtype: torch.dtype, small: bool, max
             kind_name = "encoder"
         else:
             layers = 2 if small else SMOLLM2["num_hidden_layers"]
-            cfg = tf.LlamaConfig(**dict(SMOLLM2, num_hidden_layers=layers), max_position_embeddings=max(8192, max_tokens),
-                                 attn_implementation="sdpa")
+            cfg = tf.LlamaConfig(**dict(SMOLLM2, num_hidden_layers=layers),
+                                 max_position_embeddings=max(8192, max_tokens), attn_implementation="sdpa")
             with torch.device(device):
                 model = tf.LlamaModel(cfg)  # the base model: no 49152-wide logits at 32k tokens
             kind_name = "causal"
@@ -86,12 +86,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device: torch.device, rounds: int) -> dict:
-    """Median seconds over ``rounds`` after one warm-up, and the peak memory above the start (GPU only)."""
+DEADLINE = [float("inf")]  # perf_counter() after which remaining cases are skipped (--budget-s)
+
+
+def _timed(fn, device: torch.device, rounds: int, warmup: bool = True) -> dict:
+    """Median seconds over ``rounds`` (after one warm-up run), and the peak memory above the start (GPU
+    only). Out of GPU memory: {"oom": True}; past the time budget: {"skipped": ...}."""
     from attnscope.errors import CaptureError
 
+    if time.perf_counter() > DEADLINE[0]:
+        return {"skipped": "time budget (--budget-s) spent"}
     try:
-        fn()  # warm-up (kernels, caches)
+        if warmup:
+            fn()  # kernels, caches, allocator
         _sync(device)
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -111,6 +118,10 @@ def _timed(fn, device: torch.device, rounds: int) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return {"oom": True, "error": str(e).splitlines()[0][:300]}
+
+
+def _shown(r: dict) -> str:
+    return "OOM" if r.get("oom") else r.get("skipped") or f"{r['seconds']:.3f} s"
 
 
 # ---------------------------------------------------------------------------- self-check
@@ -236,13 +247,13 @@ def bench_minilm(device, dtype, small: bool, rounds: int, block_elements: int) -
     for name, fn in (("plain", plain), ("eager_stats", eager_stats), ("stats", stats), ("full_1layer", full_1layer)):
         r = _timed(fn, device, rounds)
         r.update(model="minilm", case=name, texts=n_texts, tokens=n_tokens, dtype=str(dtype).removeprefix("torch."))
-        if not r.get("oom"):
+        if "seconds" in r:
             r["texts_per_s"] = n_texts / r["seconds"]
         rows.append(r)
-        print(f"  minilm {name}: " + ("OOM" if r.get("oom") else f"{r['seconds']:.3f} s"), file=sys.stderr, flush=True)
+        print(f"  minilm {name}: {_shown(r)}", file=sys.stderr, flush=True)
     base = rows[0].get("seconds")
     for r in rows:
-        if base and not r.get("oom"):
+        if base and "seconds" in r:
             r["throughput_vs_plain"] = base / r["seconds"]
     check = self_check(lm, ids[0].tolist(), "minilm")
     del lm
@@ -272,15 +283,15 @@ def bench_smollm2(device, dtype, small: bool, rounds: int, block_elements: int, 
             "pooled": lambda: pooled_overview(lm, text, layers=pooled_layers, grid=64, block_elements=block_elements),
         }
         size_rows = []
+        first = n == sizes[0]  # longer inputs: kernels already warm, one round (the 5-minute budget)
         for name, fn in cases.items():
-            r = _timed(fn, device, rounds)
+            r = _timed(fn, device, rounds if first else 1, warmup=first)
             r.update(model="smollm2", case=name, tokens=n, dtype=str(dtype).removeprefix("torch."))
             size_rows.append(r)
-            print(f"  smollm2 {n} {name}: " + ("OOM" if r.get("oom") else f"{r['seconds']:.3f} s"), file=sys.stderr,
-                  flush=True)
+            print(f"  smollm2 {n} {name}: {_shown(r)}", file=sys.stderr, flush=True)
         base = size_rows[0].get("seconds")
         for r in size_rows:
-            if base and not r.get("oom"):
+            if base and "seconds" in r:
                 r["time_vs_plain"] = r["seconds"] / base
         rows += size_rows
     g = torch.Generator().manual_seed(2)
@@ -296,8 +307,9 @@ def _table(rows: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         shape = f"{r.get('texts', 1)}x{r['tokens']}"
-        if r.get("oom"):
-            lines.append(f"{r['model']:8} {r['case']:12} {r['dtype']:9} {shape:>10} {'OOM':>9}")
+        if r.get("oom") or r.get("skipped"):
+            lines.append(f"{r['model']:8} {r['case']:12} {r['dtype']:9} {shape:>10} "
+                         f"{'OOM' if r.get('oom') else 'skipped':>9}")
             continue
         tps = f"{r['texts_per_s']:.1f}" if "texts_per_s" in r else ""
         ratio = (f"{r['throughput_vs_plain']:.2f}x tp" if "throughput_vs_plain" in r
@@ -324,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smollm2-dtype", default=None, help="default bfloat16 (cpu: float32)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--json", default="bench_gpu.json", help="write the results here")
+    ap.add_argument("--budget-s", type=float, default=240.0,
+                    help="skip the remaining timed cases after this many seconds (the self-checks still run)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
@@ -334,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype_m = resolve_dtype(a.minilm_dtype or ("float16" if gpu else "float32"))
     dtype_s = resolve_dtype(a.smollm2_dtype or ("bfloat16" if gpu else "float32"))
     t0 = time.perf_counter()
+    DEADLINE[0] = t0 + a.budget_s
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
             "small": a.small, "rounds": rounds, "block_elements": block, "threads": a.threads,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
