@@ -103,3 +103,10 @@ def test_stats_from_maps_match_definition():
     torch.testing.assert_close(st_["entropy"][0, 0, 3], -(row * row.log()).sum())
     assert st_["allowed_keys"][0, 0].tolist() == [1, 2, 3, 4]
     assert ent.numel() == 10
+
+
+def test_unknown_name_error_plural_of_analysis():
+    from attnscope.errors import UnknownNameError
+
+    assert "valid analyses: rollout" in str(UnknownNameError("analysis", "x", ["rollout"]))
+    assert "valid models: minilm" in str(UnknownNameError("model", "x", ["minilm"]))

@@ -16,7 +16,8 @@ class UnknownNameError(InputError, KeyError):
 
     def __init__(self, kind: str, name: object, valid: list[str] | tuple[str, ...]):
         self.kind, self.name, self.valid = kind, name, list(valid)
-        super().__init__(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(map(str, valid))}")
+        plural = kind[:-2] + "es" if kind.endswith("is") else kind + "s"  # analysis -> analyses
+        super().__init__(f"unknown {kind} {name!r}; valid {plural}: {', '.join(map(str, valid))}")
 
     def __str__(self) -> str:  # KeyError would otherwise quote the whole message
         return self.args[0]
