@@ -184,6 +184,9 @@ def test_encoder_decoder_streams(client):
     h, a = decode(client.get(f"/v1/traces/{tid}/overview", params={"stream": "cross"}).content)
     cross = r.json()["streams"]["cross"]
     assert a["thumbs"].shape == (2, 4, len(cross["query_tokens"]), len(cross["key_tokens"]))
+    # cross rows name the token each decoder step predicts (the decoder inputs shifted by one), as figures do
+    dec = r.json()["streams"]["decoder_self"]["query_tokens"]
+    assert cross["query_tokens"][:-1] == dec[1:] and cross["query_tokens"] != dec
     e = err(client.post("/v1/traces", json={"text": "the house", "model": "tiny-marian"}), 422)
     assert "target" in e["message"]
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..analysis._common import token_labels
+
 MAGIC = b"ATSC"
 DTYPES = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32, "int32": np.int32}
 MEDIA_TYPE = "application/vnd.attnscope.arrays"
@@ -114,7 +116,8 @@ def trace_summary(trace, trace_id: str = "", extra: dict[str, Any] | None = None
         q, k = trace.query_tokens(s), trace.key_tokens(s)
         streams[s] = {
             "layers": trace.layers[s], "heads": trace.heads[s],
-            "query_tokens": q.labels(), "key_tokens": k.labels(),
+            # cross rows are labelled with the token each decoder step predicts, as in every figure
+            "query_tokens": token_labels(trace, s, "query"), "key_tokens": token_labels(trace, s, "key"),
             "query_offsets": [list(o) for o in q.offsets], "key_offsets": [list(o) for o in k.offsets],
             "query_special": q.special, "key_special": k.special,
             "causal": bool(trace.meta.get("causal", {}).get(s, False)),
