@@ -369,3 +369,19 @@ def test_bench_gpu_runs_small_on_cpu(tmp_path):
         {("smollm2", c) for c in ("plain", "stats_all", "full_head", "pooled")}
     assert all(row["seconds"] > 0 for row in res["rows"])
     assert "self-check minilm: passed" in r.stdout and "stats_all" in r.stdout
+
+
+def test_corpus_manifest_records_the_dtype(tmp_path):
+    """bf16 statistics differ from float32 ones: the corpus manifest (what a resumed run must match)
+    records the model's dtype."""
+    import json
+
+    from attnscope.corpus.pipeline import run_corpus
+    from attnscope.models import load_model
+
+    src = tmp_path / "in.txt"
+    src.write_text("the cat sat\na dog ran\n")
+    res = run_corpus(src, tmp_path / "s.parquet", load_model("minilm", dtype="bfloat16"), keep_parts=True)
+    assert res.n_texts == 2
+    (manifest,) = tmp_path.rglob("manifest.json")
+    assert json.loads(manifest.read_text())["dtype"] == "bfloat16"

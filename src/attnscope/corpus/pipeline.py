@@ -27,6 +27,7 @@ import torch
 
 from .._optional import lazy_module, require
 from ..capture.interface import DEFAULT_BLOCK_ELEMENTS
+from ..devices import default_placement, resolve_dtype
 from ..errors import InputError
 from ..models import LoadedModel
 from ..statistics import ROW_STATS
@@ -61,6 +62,7 @@ class CorpusSettings:
     id_field: str | None = None
     format: str | None = None
     statistics: list[str] | None = None  # head statistics; None = the default (head_stat_names)
+    dtype: str = "float32"  # the model's precision (bf16 statistics differ from float32 ones)
 
     def computer(self, lm: LoadedModel | None = None) -> HeadStatsComputer:
         return HeadStatsComputer(lm if lm is not None else self.model, layers=self.layers, heads=self.heads,
@@ -399,7 +401,9 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
     check_input(source, format, text_field, id_field)
     input_fp = fingerprint(source) if source != "-" else {"path": "-"}
     model_name = model if isinstance(model, str) else model.name
-    settings = CorpusSettings(model=model_name, layers=list(layers) if layers is not None else None,
+    dtype = (resolve_dtype(default_placement()[1]) if isinstance(model, str)
+             else next(model.model.parameters()).dtype)  # what the model is (or will be) loaded in
+    settings = CorpusSettings(dtype=str(dtype).removeprefix("torch."), model=model_name, layers=list(layers) if layers is not None else None,
                               heads=list(heads) if heads is not None else None, max_tokens=max_tokens,
                               truncate=truncate, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                               shard_size=shard_size, block_elements=block_elements, text_field=text_field,
