@@ -262,16 +262,18 @@ def test_bf16_model_close_to_its_float32_twin(tiny):
 
 # ---------------------------------------------------------------------------- out of GPU memory
 def _oom_at_layer(monkeypatch, layer: int):
+    """Make recording ``layer`` (either route: probabilities or statistics only) run out of GPU memory."""
     import attnscope.capture.interface as itf
 
-    real = itf._record
+    def boom_at(real):
+        def boom(session, site, *a, **kw):
+            if site.layer == layer:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return real(session, site, *a, **kw)
+        return boom
 
-    def boom(session, site, *a, **kw):
-        if site.layer == layer:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real(session, site, *a, **kw)
-
-    monkeypatch.setattr(itf, "_record", boom)
+    monkeypatch.setattr(itf, "_record", boom_at(itf._record))
+    monkeypatch.setattr(itf, "_fused_record", boom_at(itf._fused_record))
 
 
 def test_out_of_memory_during_capture_is_a_clear_error(tiny, monkeypatch):
@@ -285,6 +287,22 @@ def test_out_of_memory_during_capture_is_a_clear_error(tiny, monkeypatch):
     monkeypatch.undo()
     assert capture(lm, "a b c", mode="full").layers["self"] == [0, 1]  # the model is usable afterwards
     assert lm.model.config._attn_implementation != "attnscope"
+
+
+@pytest.mark.parametrize("entry", ["generate", "pooled_overview", "capture_batch"])
+def test_out_of_memory_in_generate_batch_and_pooled(tiny, monkeypatch, entry):
+    import attnscope
+    from attnscope.corpus.longcontext import pooled_overview
+
+    lm = tiny("llama")
+    _oom_at_layer(monkeypatch, 0)
+    run = {"generate": lambda: attnscope.generate(lm, "a b c", max_new_tokens=2, mode="stats"),
+           "pooled_overview": lambda: pooled_overview(lm, "a b c d", grid=2),
+           "capture_batch": lambda: attnscope.capture_batch(lm, ["a b", "c d e"], mode="full")}[entry]
+    with pytest.raises(CaptureError, match="out of GPU memory while capturing self layer 0"):
+        run()
+    monkeypatch.undo()
+    run()  # the model is usable afterwards
 
 
 def test_out_of_memory_in_the_cli_writes_nothing(tmp_path, capsys, monkeypatch):

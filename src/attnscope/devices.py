@@ -10,8 +10,9 @@ always stored on the CPU (``attnscope.capture.recorders``), whatever the model's
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -155,3 +156,15 @@ def out_of_memory(exc: BaseException, where: str, block_elements: int | None = N
     return CaptureError(f"out of GPU memory while capturing {where}{block}; nothing was written. Pass a smaller "
                         "--block-elements (block_elements=), capture fewer layers or heads (--layers, --heads), "
                         "use stats mode, a shorter input, or --device cpu")
+
+
+@contextlib.contextmanager
+def capture_memory_errors(session: Any = None, block_elements: int | None = None) -> Iterator[None]:
+    """Turn running out of accelerator memory inside the block into :func:`out_of_memory`'s error, naming
+    the site the capture ``session`` was at (its ``site``: stream and layer) and the block size."""
+    try:
+        yield
+    except OUT_OF_MEMORY as e:
+        site = getattr(session, "site", None)
+        where = f"{site.stream} layer {site.layer}" if site is not None else "the forward pass"
+        raise out_of_memory(e, where, block_elements) from None

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 import torch
 
-from ..devices import OUT_OF_MEMORY, model_inputs, out_of_memory
+from ..devices import OUT_OF_MEMORY, capture_memory_errors, model_inputs, out_of_memory
 from ..errors import CaptureError, InputError
 from ..models import LoadedModel, load_model
 from ..trace import STREAM_SEQUENCES, AttentionTrace, Tokens
@@ -278,11 +278,8 @@ def _run_fast(lm: LoadedModel, inputs: dict, layers, heads, modes, top_k, full_d
                              layers={s: set(v) for s, v in layers.items()}, heads=dict(heads),
                              interventions=list(interventions), block_elements=block_elements)
     with attention_implementation(lm.model, "attnscope"), session_scope(session):
-        try:
+        with capture_memory_errors(session, block_elements):
             output = _forward(lm, inputs)
-        except OUT_OF_MEMORY as e:
-            where = f"{session.site.stream} layer {session.site.layer}" if session.site else "the forward pass"
-            raise out_of_memory(e, where, block_elements) from None
     if session.calls == 0:
         raise CaptureError(f"{lm.name}: the attention function was never called; this model does not route "
                            "attention through transformers' AttentionInterface (use method='eager')")

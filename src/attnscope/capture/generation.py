@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ..devices import model_inputs
+from ..devices import capture_memory_errors, model_inputs
 from ..errors import InputError
 from ..models import LoadedModel
 from ..trace import STREAM_SEQUENCES, AttentionTrace, Tokens
@@ -106,7 +106,8 @@ def generate(
     seqs: dict[str, Tokens] = {}
     texts: dict[str, str] = {}
     meta: dict = {}
-    with attention_implementation(lm.model, "attnscope"), session_scope(session), torch.no_grad():
+    with attention_implementation(lm.model, "attnscope"), session_scope(session), torch.no_grad(), \
+            capture_memory_errors(session, block_elements):
         if lm.kind == "causal":
             if ids_in is not None:
                 inputs, _, meta = _encode_ids(lm, ids_in, False)

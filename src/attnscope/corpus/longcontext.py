@@ -27,6 +27,7 @@ import torch
 from ..capture.api import _encode, _forward, attention_implementation, resolve_selection
 from ..capture.interface import DEFAULT_BLOCK_ELEMENTS, CaptureSession, annotate_model, register, session_scope
 from ..capture.recorders import Recorder
+from ..devices import capture_memory_errors
 from ..errors import CaptureError, InputError
 from ..models import LoadedModel, load_model
 from ..trace import AttentionTrace, Tokens
@@ -196,7 +197,8 @@ def pooled_overview(
         lm.model._attnscope_annotated = True
     session = CaptureSession(recorders=[rec], layers={"self": set(layer_sel["self"])}, heads=dict(head_sel),
                              block_elements=block_elements)
-    with attention_implementation(lm.model, "attnscope"), session_scope(session):
+    with attention_implementation(lm.model, "attnscope"), session_scope(session), \
+            capture_memory_errors(session, block_elements):
         _forward(lm, inputs)
     parts = [rec.assemble(("self", l)) for l in layer_sel["self"]]
     mx = torch.stack([p[0][0] for p in parts])  # (L, h, Gq, Gk)
