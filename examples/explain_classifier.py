@@ -16,7 +16,7 @@ import torch
 import transformers
 
 from attnscope import load_model
-from attnscope.attribution.agreement import ALL_METHODS
+from attnscope.attribution.explanation import ALL_METHODS
 from attnscope.attribution import ZeroHeads, explain, faithfulness, head_importance, intervene, token_interventions
 from attnscope.attribution.plots import plot_explanation, plot_faithfulness, plot_head_heatmap
 

@@ -9,12 +9,12 @@ import torch
 
 from attnscope.attribution import dropout as dropout_mod
 from attnscope.attribution.ablation import head_importance
-from attnscope.attribution.agreement import agreement, explain
+from attnscope.attribution.explanation import agreement, explain
 from attnscope.attribution.bias import NOTE, bias_probe, effect_size
 from attnscope.attribution.captum_methods import IG_RTOL, baseline_fixed, captum_attributions
 from attnscope.attribution.counterfactual import compare_counterfactuals, token_interventions, words
 from attnscope.attribution.dropout import dropout_consistency
-from attnscope.attribution.faithfulness import faithfulness
+from attnscope.attribution.aopc import faithfulness
 from attnscope.attribution.gradients import attention_gradients, chefer_relevancy
 from attnscope.attribution.interventions import encode
 from attnscope.attribution.plots import plot_bias, plot_dropout, plot_explanation, plot_faithfulness, plot_head_heatmap

@@ -42,7 +42,7 @@ def test_token_effect_ticks_do_not_overlap(monkeypatch, tmp_path):
 
 def test_faithfulness_legend_outside_the_curves(monkeypatch, tmp_path):
     from attnscope.attribution import plots
-    from attnscope.attribution.faithfulness import FaithfulnessResult
+    from attnscope.attribution.aopc import FaithfulnessResult
 
     figs = _capture_figures(monkeypatch, plots)
     fr = np.linspace(0, 1, 11)

@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from attnscope.corpus.pipeline import run_corpus
+from attnscope.corpus import run_corpus
 from attnscope.corpus.shards import PartsDir
 from attnscope.corpus.stats import HEAD_STATS
 from attnscope.errors import InputError

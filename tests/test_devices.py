@@ -336,7 +336,7 @@ def test_cli_device_and_dtype_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_corpus_gpus_per_worker_needs_ray(tmp_path):
-    from attnscope.corpus.pipeline import run_corpus
+    from attnscope.corpus import run_corpus
 
     src = tmp_path / "in.txt"
     src.write_text("a\nb\n")
@@ -394,7 +394,7 @@ def test_corpus_manifest_records_the_dtype(tmp_path):
     records the model's dtype."""
     import json
 
-    from attnscope.corpus.pipeline import run_corpus
+    from attnscope.corpus import run_corpus
     from attnscope.models import load_model
 
     src = tmp_path / "in.txt"

@@ -5,19 +5,26 @@ Every public function takes a :class:`attnscope.models.LoadedModel` and plain Py
 plain results (dataclasses / dicts / numpy), so the REST API can call them directly.
 """
 
-from .ablation import head_importance
-from .agreement import ALL_METHODS, Explanation, agreement, explain
-from .bias import NOTE as BIAS_NOTE
-from .bias import BiasProbeResult, bias_probe
-from .captum_methods import CAPTUM_METHODS, Completeness, captum_attributions
-from .counterfactual import compare_counterfactuals, token_interventions, words
-from .dropout import DropoutConsistency, dropout_consistency
-from .faithfulness import FaithfulnessResult, faithfulness
-from .gradients import AttentionGradients, attention_gradients, chefer_relevancy
-from .interventions import (
-    HeadGate, KeepHeads, Knockout, MeanHeads, ProbsProbe, RemoveTopKey, ScaleHeads, ZeroHeads, encode, intervene,
-    output_logits, prediction_change, run_with_interventions,
-)
+from .._lazy import lazy_exports
+
+# Public names and the submodule each comes from; a submodule (torch, transformers, Captum behind it) is
+# imported on first use so that `attnscope explain --help` starts fast. No submodule shares a public name.
+_EXPORTS = {
+    "head_importance": ".ablation", "ALL_METHODS": ".explanation", "Explanation": ".explanation",
+    "agreement": ".explanation", "explain": ".explanation", "BIAS_NOTE": ".bias:NOTE",
+    "BiasProbeResult": ".bias", "bias_probe": ".bias", "CAPTUM_METHODS": ".captum_methods",
+    "Completeness": ".captum_methods", "captum_attributions": ".captum_methods",
+    "compare_counterfactuals": ".counterfactual",
+    "token_interventions": ".counterfactual", "words": ".counterfactual", "DropoutConsistency": ".dropout",
+    "dropout_consistency": ".dropout", "FaithfulnessResult": ".aopc", "faithfulness": ".aopc",
+    "AttentionGradients": ".gradients", "attention_gradients": ".gradients", "chefer_relevancy": ".gradients",
+    "HeadGate": ".interventions", "KeepHeads": ".interventions", "Knockout": ".interventions",
+    "MeanHeads": ".interventions", "ProbsProbe": ".interventions", "RemoveTopKey": ".interventions",
+    "ScaleHeads": ".interventions", "ZeroHeads": ".interventions", "encode": ".interventions",
+    "intervene": ".interventions", "output_logits": ".interventions", "prediction_change": ".interventions",
+    "run_with_interventions": ".interventions",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ScaleHeads", "ZeroHeads", "MeanHeads", "KeepHeads", "Knockout", "RemoveTopKey", "ProbsProbe", "HeadGate",

@@ -101,8 +101,8 @@ def explain(
     check_out(out)
     set_threads(threads)
     set_placement(device, dtype)
-    from .agreement import ALL_METHODS, explain as run_explain
-    from .faithfulness import faithfulness
+    from .explanation import ALL_METHODS, explain as run_explain
+    from .aopc import faithfulness
     from .plots import plot_explanation, plot_faithfulness
 
     with status(f"loading {model}", quiet=quiet):

@@ -1,11 +1,30 @@
-"""Corpus-scale statistics (Parquet, resumable, local or Ray) and long-context overviews. See docs/corpus.md."""
+"""Corpus-scale statistics (Parquet, resumable, local or Ray) and long-context overviews. See docs/corpus.md.
 
-from .longcontext import PooledOverview, PooledRecorder, pooled_overview, tile_sizes
-from .pipeline import (ENGINES, QUANTILES, CorpusResult, CorpusSettings, aggregate, read_report, register_engine,
-                       run_corpus, stream_corpus)
-from . import ray_engine as _ray_engine  # registers engine "ray" (Ray itself is imported only when used)
-from .reader import FORMATS, Record, read_records, read_stream
-from .stats import HEAD_STATS, HeadStatsComputer, plan_batches
+Names are imported on first use (torch and pyarrow stay unimported until then, so `attnscope corpus --help`
+starts fast). Any name taken from the package first imports ``ray_engine``, which registers the engine
+"ray" (Ray itself is imported only when that engine runs).
+"""
+
+import importlib
+
+from .._lazy import lazy_exports
+
+_EXPORTS = {
+    "PooledOverview": ".longcontext", "PooledRecorder": ".longcontext", "pooled_overview": ".longcontext",
+    "tile_sizes": ".longcontext",
+    "ENGINES": ".pipeline", "QUANTILES": ".pipeline", "CorpusResult": ".pipeline", "CorpusSettings": ".pipeline",
+    "aggregate": ".pipeline", "read_report": ".pipeline", "register_engine": ".pipeline", "run_corpus": ".pipeline",
+    "stream_corpus": ".pipeline",
+    "FORMATS": ".reader", "Record": ".reader", "read_records": ".reader", "read_stream": ".reader",
+    "HEAD_STATS": ".stats", "HeadStatsComputer": ".stats", "plan_batches": ".stats",
+}
+_lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str):
+    importlib.import_module(".ray_engine", __name__)  # registers engine "ray" before any engine is looked up
+    return _lazy_getattr(name)
+
 
 __all__ = [
     "run_corpus", "stream_corpus", "aggregate", "read_report", "CorpusSettings", "CorpusResult", "QUANTILES",

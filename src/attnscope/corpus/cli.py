@@ -50,7 +50,7 @@ def corpus(
     Rerun the same command after an interruption to resume. `attnscope corpus - --model minilm` reads
     lines from stdin and prints one JSON line of statistics per text as each completes.
     """
-    from .pipeline import run_corpus, stream_corpus
+    from . import run_corpus, stream_corpus  # through the package: registers every engine
 
     layer_list, head_list = _indices(layers, "layer"), _indices(heads, "head")
     for path, option in ((out, "--out"), (aggregates, "--aggregates"), (errors, "--errors")):

@@ -226,7 +226,8 @@ class Engine(Protocol):
 
 
 # name -> factory(model, settings, *, threads, address, num_workers) -> Engine; "ray" is registered by
-# corpus/ray_engine.py (which the package imports), so this module depends on no engine.
+# corpus/ray_engine.py (which the package imports before handing out any name), so this module depends on
+# no engine.
 ENGINES: dict[str, Callable[..., Engine]] = {}
 
 
