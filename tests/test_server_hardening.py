@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import threading
-import time
 
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
+import httpx
+
+from _live_server import LiveServer  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from attnscope.server import ServerConfig, create_app  # noqa: E402
@@ -244,29 +243,6 @@ def test_body_size_limit(client):
 
 
 # ---------------------------------------------------------------------------- a real server: 500s
-class LiveServer:
-    def __init__(self, app):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 60
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-
 def _client_port(r: httpx.Response) -> int:
     return r.extensions["network_stream"].get_extra_info("client_addr")[1]
 

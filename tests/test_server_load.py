@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 pytest.importorskip("uvicorn")
 import httpx  # noqa: E402
-import uvicorn  # noqa: E402
 
 from attnscope.server import ServerConfig, create_app  # noqa: E402
+from _live_server import LiveServer  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLIENTS, REQUESTS = 8, 10
@@ -25,30 +22,6 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-class LiveServer:
-    def __init__(self, config: ServerConfig):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 60
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def hammer(url: str, n_clients: int, n_requests: int, body_of) -> list[int]:
@@ -65,7 +38,7 @@ def hammer(url: str, n_clients: int, n_requests: int, body_of) -> list[int]:
 
 def test_concurrent_clients_no_5xx_memory_stable(minilm):
     cfg = ServerConfig(torch_threads=1, models={"minilm": minilm}, queue_size=CLIENTS * 2, timeout_s=120)
-    with LiveServer(cfg) as url:
+    with LiveServer(create_app(cfg), log_level="warning") as url:
         body = lambda ci, ri: {"text": f"Client {ci} sends request {ri} about cats and dogs.", "layers": [ri % 6],
                                "heads": [ci % 12]}
         assert set(hammer(url, CLIENTS, 2, body)) == {200}  # warm-up: allocator pools, tokenizer caches
@@ -79,7 +52,7 @@ def test_concurrent_clients_no_5xx_memory_stable(minilm):
 
 def test_full_queue_answers_429_never_5xx(minilm):
     cfg = ServerConfig(torch_threads=1, models={"minilm": minilm}, queue_size=1, timeout_s=120)
-    with LiveServer(cfg) as url:
+    with LiveServer(create_app(cfg), log_level="warning") as url:
         codes = hammer(url, CLIENTS, 2, lambda ci, ri: {"text": "word " * 100, "layers": [0], "heads": [0]})
         assert 429 in codes and 200 in codes, codes
         assert set(codes) <= {200, 429}, codes

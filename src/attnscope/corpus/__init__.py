@@ -21,8 +21,13 @@ _EXPORTS = {
 _lazy_getattr, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
+def load_engines() -> None:
+    """Import every engine module shipped with attnscope so each registers itself (``ray_engine``: "ray")."""
+    importlib.import_module(".ray_engine", __name__)
+
+
 def __getattr__(name: str):
-    importlib.import_module(".ray_engine", __name__)  # registers engine "ray" before any engine is looked up
+    load_engines()  # engine "ray" is registered before any engine is looked up
     return _lazy_getattr(name)
 
 

@@ -226,8 +226,7 @@ class Engine(Protocol):
 
 
 # name -> factory(model, settings, *, threads, address, num_workers) -> Engine; "ray" is registered by
-# corpus/ray_engine.py (which the package imports before handing out any name), so this module depends on
-# no engine.
+# corpus/ray_engine.py when the package's load_engines() imports it, so this module imports no engine.
 ENGINES: dict[str, Callable[..., Engine]] = {}
 
 
@@ -380,6 +379,9 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
     """
     require("pyarrow.parquet", "corpus", "a corpus run with Parquet output (--out)", "or stream JSON lines without --out")
     head_stats = head_stat_names(statistics)
+    from . import load_engines  # the package's engines register themselves (this module imports none)
+
+    load_engines()
     if not isinstance(engine, str) or engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     for name, v in (("batch_size", batch_size), ("shard_size", shard_size), ("max_batch_tokens", max_batch_tokens)):
