@@ -16,8 +16,8 @@ if not os.path.exists(CHROMIUM):
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from attnscope.server import ServerConfig  # noqa: E402
-from test_server_load import LiveServer  # noqa: E402
+from attnscope.server import ServerConfig, create_app  # noqa: E402
+from _live_server import LiveServer  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -30,7 +30,7 @@ XSS = "The cat <img src=x onerror=\"window.__pwned=1\"> sat <script>window.__pwn
 def server(minilm, tiny):
     cfg = ServerConfig(torch_threads=1, models={"minilm": minilm, "tiny-llama": tiny("llama"),
                                                 "tiny-marian": tiny("marian")})
-    with LiveServer(cfg) as url:
+    with LiveServer(create_app(cfg), log_level="warning") as url:
         yield url
 
 
