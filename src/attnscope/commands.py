@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -162,6 +162,12 @@ def _read_audio_for(lm, audio: Path, truncate: bool):
 
 QUIET_HELP = "No progress display (it is drawn on stderr, and only when stderr is a terminal)."
 
+# One declaration of each option shared by the commands that run a model (default given at the parameter).
+ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help=THREADS_HELP)]
+DeviceOption = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+DtypeOption = Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)]
+
 
 def analyze(
     text: Optional[str] = typer.Argument(None, help="Text to analyse; '-' or omitted reads stdin."),
@@ -178,10 +184,10 @@ def analyze(
     fmt: list[str] = typer.Option(["png"], "--format", help="Figure format(s): png, svg, pdf (repeatable)."),
     save_trace: bool = typer.Option(False, "--save-trace", help="Also write trace.safetensors (float16)."),
     truncate: bool = typer.Option(False, "--truncate", help="Cut text longer than the model's limit (says what)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Capture a text's attention, print a per-layer x head summary and write heatmap figures."""
     from .caveat import ATTENTION_CAVEAT_SHORT
@@ -270,10 +276,10 @@ def models() -> None:
 
 def prepare(
     name: str = typer.Argument(..., help="Catalogue model to convert/load once."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Convert a packaged model into the local cache now (SmolLM2 from GGUF, Whisper from CTranslate2)."""
     from .progress import status

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..commands import DEVICE_HELP, DTYPE_HELP, QUIET_HELP, THREADS_HELP, check_out, set_placement, set_threads
+from ..commands import (DeviceOption, DtypeOption, QuietOption, ThreadsOption, check_out, set_placement,
+                        set_threads)
 from ..errors import InputError
 from ..progress import progress_bar, status
 
@@ -86,10 +87,10 @@ def explain(
     top_k: int = typer.Option(3, "--top-k", help="k of the top-k overlap."),
     faithful: bool = typer.Option(True, "--faithfulness/--no-faithfulness", help="Deletion/insertion curves + AOPC."),
     out: Path = typer.Option(Path("attnscope-explain"), "--out", "-o", help="Output directory (PNG + JSON)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
     seed: int = typer.Option(0, help="Seed (random heads, sampling)."),
     allow_random_head: bool = typer.Option(False, "--allow-random-head", help="Run even when the prediction head "
                                            "is randomly initialised (the result then explains random weights)."),
@@ -145,10 +146,10 @@ def ablate(
     zero: Optional[List[str]] = typer.Option(None, "--zero", help="Only zero these heads (LAYER:HEAD, repeatable) "
                                              "and report the prediction change per text."),
     out: Path = typer.Option(Path("attnscope-ablate"), "--out", "-o", help="Output directory (PNG + JSON)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
     seed: int = typer.Option(0, help="Seed for a random classification head."),
 ) -> None:
     """Head importance over texts by ablation and/or gradient, as layer × head heatmaps; or, with --zero,
@@ -207,10 +208,10 @@ def probe(
     attribute: Optional[List[str]] = typer.Option(None, "--attribute", help="Attribute words for --direction from."),
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     out: Path = typer.Option(Path("attnscope-probe"), "--out", "-o", help="Output directory (PNG + JSON)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Bias probe: attention to/from word groups across templated sentences, Welch's t-test and Hedges' g.
     Attention weights alone are not evidence of model bias."""
@@ -254,10 +255,10 @@ def counterfactual(
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     task: str = typer.Option("auto", help=TASK_HELP),
     out: Path = typer.Option(Path("attnscope-counterfactual"), "--out", "-o", help="Output directory."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
     seed: int = typer.Option(0, help="Seed for a random classification head."),
 ) -> None:
     """Token interventions (mask/replace/delete each word, all its sub-tokens) ranked by prediction change,
@@ -295,10 +296,10 @@ def dropout(
     which: str = typer.Option("used", help="used (after attention dropout) or softmax (before)."),
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     out: Path = typer.Option(Path("attnscope-dropout"), "--out", "-o", help="Output directory."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
     seed: int = typer.Option(0, help="Seed."),
 ) -> None:
     """MC-dropout consistency of attention: mean/std/CV maps and pairwise correlation of runs."""

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..commands import DEVICE_HELP, DTYPE_HELP, THREADS_HELP, check_out, set_placement, set_threads
+from ..commands import THREADS_HELP, DeviceOption, DtypeOption, check_out, set_placement, set_threads
 from ..commands import parse_indices as _indices
 from ..errors import InputError
 
@@ -36,8 +36,8 @@ def corpus(
     address: Optional[str] = typer.Option(None, help="Ray cluster address, e.g. 'auto' (engine ray)."),
     workers: Optional[int] = typer.Option(None, help="Ray actors (default: the cluster's CPUs / threads)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP + " With Ray: threads per actor."),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
     gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", help="With Ray: GPUs each actor reserves (Ray's "
                                           "num_gpus; use with --device cuda). 0: none."),
     overwrite: bool = typer.Option(False, help="Start over: discard an unfinished run's shards and replace "

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..commands import DEVICE_HELP, DTYPE_HELP, QUIET_HELP, THREADS_HELP, check_out, set_placement, set_threads
+from ..commands import (DeviceOption, DtypeOption, QuietOption, ThreadsOption, check_out, set_placement,
+                        set_threads)
 from ..errors import InputError
 
 
@@ -19,10 +20,10 @@ def report(
     target: Optional[str] = typer.Option(None, "--target", help="Target text for encoder-decoder models."),
     title: Optional[str] = typer.Option(None, "--title", help="Report title."),
     figures: bool = typer.Option(False, "--figures", help="Also save every figure as PNG, SVG and PDF under OUT/figures."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Write one offline HTML report (figures, head statistics and roles, rollout, metadata) for TEXT or --trace."""
     from ..progress import progress_bar, status

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..commands import DEVICE_HELP, DTYPE_HELP, THREADS_HELP, set_placement, set_threads
+from ..commands import DEVICE_HELP, DtypeOption, THREADS_HELP, set_placement, set_threads
 
 
 def serve(
@@ -24,7 +24,7 @@ def serve(
     timeout: float = typer.Option(120.0, help="Per-request timeout in seconds (504 beyond)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP + " 0: torch's own default."),
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP + " The inference worker loads every model there."),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
+    dtype: DtypeOption = "float32",
 ) -> None:
     """Serve the attention explorer (open http://HOST:PORT/) and the REST API (/v1, docs at /docs)."""
     from .._optional import require

@@ -9,7 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from ..commands import DEVICE_HELP, DTYPE_HELP, QUIET_HELP, THREADS_HELP, check_out, set_placement, set_threads
+from ..commands import (DeviceOption, DtypeOption, QuietOption, ThreadsOption, check_out, set_placement,
+                        set_threads)
 
 app = typer.Typer(help="Task analyses on real models: sentiment, QA, alignment, generation, dialogue.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -74,9 +75,9 @@ def sentiment_train(
     seed: Optional[int] = typer.Option(None, help="\\[default: 0]"),
     max_steps: Optional[int] = typer.Option(None, help="stop after this many optimiser steps"),
     out: Optional[Path] = typer.Option(None, help="model directory (default: the attnscope cache)"),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
     reuse: bool = typer.Option(False, help="skip training when the model in --out was trained with exactly these "
                                "settings by the current recipe"),
 ) -> None:
@@ -121,10 +122,10 @@ def sentiment_analyze(
     layers: Optional[str] = typer.Option("-1", help="layers for the class patterns, e.g. '-1' or '0,5'"),
     seed: int = typer.Option(1),
     out: Path = typer.Option(Path("tasks-out/sentiment"), help="output directory"),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Class-averaged attention, most-attended words, rollout vs IG, misclassified held-out tweets."""
     from ..progress import status
@@ -157,10 +158,10 @@ def qa_command(
     context_file: Optional[Path] = typer.Option(None, help="read the context from a UTF-8 file"),
     layers: Optional[str] = typer.Option(None, help="layers for the question→context map (default: last)"),
     out: Path = typer.Option(Path("tasks-out/qa")),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
     allow_random_head: bool = typer.Option(False, "--allow-random-head", help="run even when the model's QA head "
                                            "is randomly initialised (its answers are then arbitrary)"),
 ) -> None:
@@ -206,10 +207,10 @@ def align_command(
     heads: Optional[str] = typer.Option(None, help="heads to average, e.g. '0,3'"),
     reference: Optional[str] = typer.Option(None, help="reference links 't-s' (target-source, 0-based), e.g. '0-0,1-2'"),
     out: Path = typer.Option(Path("tasks-out/align")),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Source × target alignment from cross-attention, and which heads align best."""
     from ..errors import InputError
@@ -258,10 +259,10 @@ def whisper_timestamps_command(
     heads: Optional[str] = typer.Option(None, help="alignment heads as layer:head pairs (default: the model's)"),
     find_heads: bool = typer.Option(False, help="with --say: score every head against the known boundaries"),
     out: Path = typer.Option(Path("tasks-out/whisper")),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Word timestamps from Whisper's cross-attention (DTW over alignment heads)."""
     from ..errors import InputError
@@ -326,10 +327,10 @@ def generation_monitor_command(
     chat: bool = typer.Option(True, help="apply the chat template"),
     threshold: float = typer.Option(0.3, help="flag tokens whose probability is below this"),
     out: Path = typer.Option(Path("tasks-out/generation")),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Per generated token: attention entropy per layer, max weight, prompt/generated/sink mass, confidence."""
     from ..progress import status
@@ -362,10 +363,10 @@ def dialogue_command(
     model: str = typer.Option("smollm2", help="a chat model with a chat template"),
     keep_sink: bool = typer.Option(False, help="keep the first token's (sink) mass in the matrices"),
     out: Path = typer.Option(Path("tasks-out/dialogue")),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
 ) -> None:
     """Utterance × utterance attention per layer: which earlier turns each turn reads."""
     from ..errors import InputError
