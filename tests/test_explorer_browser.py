@@ -17,7 +17,7 @@ if not os.path.exists(CHROMIUM):
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from attnscope.server import ServerConfig, create_app  # noqa: E402
-from _live_server import LiveServer  # noqa: E402
+from _server_helpers import LiveServer  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from attnscope.server import ServerConfig, create_app  # noqa: E402
 from attnscope.server.payload import MEDIA_TYPE, decode, downsample_max, encode, quantize_u8  # noqa: E402
+from _server_helpers import err, occupy  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +24,6 @@ def client(minilm, tiny):
                        max_text_chars=2000, max_batch=4, max_json_elements=50_000, timeout_s=60)
     with TestClient(create_app(cfg), base_url="http://localhost") as c:
         yield c
-
-
-def err(r, status):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["message"], body
-    return body["error"]
 
 
 def test_health_models_analyses(client):
@@ -207,17 +201,7 @@ def test_queue_full_429_and_timeout_504(minilm):
     app = create_app(cfg)
     with TestClient(app, base_url="http://localhost") as c:
         worker = app.state.attnscope.worker
-        release = threading.Event()
-        started = threading.Event()
-
-        def block():
-            started.set()
-            release.wait(10)
-
-        loop = asyncio.new_event_loop()
-        blocker = threading.Thread(target=lambda: loop.run_until_complete(worker.run(block, timeout=20)))
-        blocker.start()
-        assert started.wait(10)
+        release, blocker, loop = occupy(worker, timeout=20)
         # one request waits in the queue (and times out after 0.5 s -> 504) while a second finds it full -> 429
         results = {}
 

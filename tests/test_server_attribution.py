@@ -18,6 +18,7 @@ from attnscope.attribution import (  # noqa: E402
 from attnscope.attribution.testing import tiny_model  # noqa: E402
 from attnscope.server import ServerConfig, create_app  # noqa: E402
 from attnscope.server.schemas import ExplainMethod  # noqa: E402
+from _server_helpers import err  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -52,15 +53,6 @@ def client(app_client):
 @pytest.fixture(scope="module")
 def openapi(client):
     return client.get("/openapi.json").json()
-
-
-def err(r, status, type_=None):
-    assert r.status_code == status, r.text[:1000]
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["message"], body
-    if type_ is not None:
-        assert body["error"]["type"] == type_, body
-    return body["error"]
 
 
 def validate(openapi, name, body):

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 import httpx
 
-from _live_server import LiveServer  # noqa: E402
+from _server_helpers import LiveServer, err, occupy  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from attnscope.server import ServerConfig, create_app  # noqa: E402
@@ -31,15 +31,6 @@ def offline_config(**kw) -> ServerConfig:
 def client():
     with TestClient(create_app(offline_config()), base_url="http://localhost") as c:
         yield c
-
-
-def err(r, status, type_=None):
-    assert r.status_code == status, r.text[:1000]
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["message"], body
-    if type_ is not None:
-        assert body["error"]["type"] == type_, body
-    return body["error"]
 
 
 # ---------------------------------------------------------------------------- 4xx, never 500
@@ -271,27 +262,12 @@ def test_internal_error_is_a_plain_500_and_keeps_the_connection():
 
 
 # ---------------------------------------------------------------------------- queue accounting and cancellation
-def _occupy(worker: InferenceWorker):
-    """Block the inference thread until the returned event is set."""
-    release, started = threading.Event(), threading.Event()
-
-    def block():
-        started.set()
-        release.wait(30)
-
-    loop = asyncio.new_event_loop()
-    t = threading.Thread(target=lambda: loop.run_until_complete(worker.run(block, timeout=60)))
-    t.start()
-    assert started.wait(10)
-    return release, t, loop
-
-
 def test_timed_out_requests_leave_the_queue():
     cfg = offline_config(queue_size=2, timeout_s=0.2)
     app = create_app(cfg)
     with TestClient(app, base_url="http://localhost") as c:
         worker = app.state.attnscope.worker
-        release, t, loop = _occupy(worker)
+        release, t, loop = occupy(worker)
         try:  # every request below waits behind the blocker and times out: 504, never 429 (no live waiter is left)
             for _ in range(5):
                 err(c.post("/v1/analyses/memory_estimate", json={"text": "a b"}), 504, "Timeout")
@@ -305,7 +281,7 @@ def test_timed_out_requests_leave_the_queue():
 
 def test_queue_counts_live_waiters_only():
     worker = InferenceWorker(queue_size=2)
-    release, t, loop = _occupy(worker)
+    release, t, loop = occupy(worker)
 
     async def scenario():
         for _ in range(3):  # two waiters time out, three times: the queue is empty again each time

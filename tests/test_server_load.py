@@ -10,7 +10,7 @@ pytest.importorskip("uvicorn")
 import httpx  # noqa: E402
 
 from attnscope.server import ServerConfig, create_app  # noqa: E402
-from _live_server import LiveServer  # noqa: E402
+from _server_helpers import LiveServer  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLIENTS, REQUESTS = 8, 10

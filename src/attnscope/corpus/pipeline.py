@@ -437,7 +437,7 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
         if id_field:
             records = duplicates.mark(records)
 
-        def todo() -> Iterator[tuple[int, list[Record]]]:
+        def pending_shards() -> Iterator[tuple[int, list[Record]]]:
             for index, shard in shards_of(records, shard_size):
                 result.n_rows += len(shard)
                 if index in done:
@@ -446,7 +446,7 @@ def run_corpus(source: str | os.PathLike, out: str | os.PathLike, model: LoadedM
                 else:
                     yield index, shard
 
-        for index, table, errs, tokens in eng.run(todo(), bar.advance):
+        for index, table, errs, tokens in eng.run(pending_shards(), bar.advance):
             parts.write_shard(index, table, errs)
             result.shards_computed += 1
             result.tokens += tokens
