@@ -84,10 +84,13 @@ def test_models_lists_catalogue():
 HEAVY = ("torch", "transformers", "matplotlib", "pandas", "numpy", "scipy", "safetensors", "pyarrow", "sklearn")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["analyze", "--help"], ["report", "--help"],
-                                  ["tasks", "--help"], ["seq2seq", "--help"], ["models", "--help"],
-                                  ["explain", "--help"], ["ablate", "--help"], ["probe", "--help"],
-                                  ["counterfactual", "--help"], ["dropout", "--help"], ["corpus", "--help"]])
+def _every_command() -> list[str]:
+    from attnscope.cli import EXTRA_COMMANDS, SUBCOMMAND_GROUPS
+
+    return [name for *_, name in SUBCOMMAND_GROUPS + EXTRA_COMMANDS]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"]] + [[c, "--help"] for c in _every_command()])
 def test_help_imports_no_heavy_module(args):
     code = ("import sys\nfrom attnscope.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")

@@ -1,9 +1,12 @@
-"""FastAPI app, REST API (/v1) and the web explorer's static assets (``attnscope serve``)."""
+"""FastAPI app, REST API (/v1) and the web explorer's static assets (``attnscope serve``).
 
-from .config import ServerConfig
+Exports are lazy (the configuration names the model catalogue, which imports torch), so that
+``attnscope serve --help`` starts without torch."""
+
+from .._lazy import lazy_exports
 
 
-def create_app(config: ServerConfig | None = None):
+def create_app(config=None):
     """See :func:`attnscope.server.app.create_app` (imported lazily: fastapi is an optional dependency)."""
     from .._optional import require
 
@@ -12,5 +15,7 @@ def create_app(config: ServerConfig | None = None):
 
     return _create(config)
 
+
+__getattr__, __dir__ = lazy_exports(__name__, {"ServerConfig": ".config"})
 
 __all__ = ["ServerConfig", "create_app"]
