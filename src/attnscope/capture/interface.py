@@ -69,6 +69,8 @@ class CaptureSession:
     calls: int = 0
     scratch: Scratch = field(default_factory=Scratch)  # reused block buffers
     on_call: Callable[[Site, torch.nn.Module], None] | None = None
+    # sees each call's (post-rotary) query (B, H, Nq, d) and key (B, Hkv, Nk, d) and the score scaling
+    on_qk: Callable[[Site, torch.Tensor, torch.Tensor, float], None] | None = None
     site: Site | None = None  # the attention call running now (named when it runs out of memory)
 
     def wants(self, site: Site) -> bool:
@@ -294,6 +296,8 @@ def attnscope_attention(
         session.site = site
         if session.on_call is not None:
             session.on_call(site, module)
+        if session.on_qk is not None:
+            session.on_qk(site, query.detach(), key.detach(), scaling)
     intervene = session is not None and any(iv.applies(site) for iv in session.interventions)
     if (not intervene and session is not None and session.wants(site) and session.stats_only(site, query.shape[1])
             and fused.applies(query, attention_mask, dropout, module.training, extra)):

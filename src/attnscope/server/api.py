@@ -11,6 +11,7 @@ import inspect
 import tempfile
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +29,8 @@ from ..models import CATALOGUE, describe_catalogue, load_model
 from . import payload
 from .config import ServerConfig
 from .schemas import (MAX_INDEX, AnalysisOut, AnalysisRunBase, AnalyzeRequest, BatchItem, BatchOut, BatchRequest,
-                      ErrorOut, GenerateRequest, Health, ModelOut, RunAnalysisRequest, TraceOut, TraceRequest)
+                      ErrorOut, GenerateRequest, Health, ModelOut, NeuronRequest, PooledRequest, RunAnalysisRequest,
+                      TraceOut, TraceRequest)
 from .worker import InferenceWorker
 
 BINARY_TYPES = (payload.MEDIA_TYPE, "application/octet-stream")
@@ -103,6 +105,19 @@ class ServerState:
 
     async def run(self, fn: Callable[[], Any]) -> Any:
         return await self.worker.run(fn, timeout=self.config.timeout_s)
+
+
+def check_length(lm, text: str, text_pair: str | None, truncate: bool) -> None:
+    """Refuse a text longer than the model reads with a message that fits the web as well as Python."""
+    if truncate or lm.kind not in ("encoder", "causal", "seq2seq"):
+        return
+    enc = lm.tokenizer(text, text_pair) if text_pair is not None else lm.tokenizer(text)
+    n = len(enc["input_ids"])
+    if n > lm.max_length:
+        raise ApiError(413, "TooManyTokens",
+                       f"the text has {n} tokens but {lm.name} reads at most {lm.max_length}: shorten it, or keep "
+                       f"its first {lm.max_length} tokens (the explorer's 'truncate' box; \"truncate\": true in a "
+                       "request)")
 
 
 def _wants_binary(request: Request, fmt: str) -> bool:
@@ -360,7 +375,8 @@ def build_router(state: ServerState) -> APIRouter:
         name = state.check_model(req.model)
         for what in ("text", "text_pair", "target"):
             state.check_text(getattr(req, what), what)
-        key = cache_key(name, (req.text, req.text_pair, req.target), {"mode": "full", "view": "explorer"})[:32]
+        key = cache_key(name, (req.text, req.text_pair, req.target), {"mode": "full", "view": "explorer",
+                                                                       "truncate": req.truncate})[:32]
 
         def work():
             from ..capture import capture
@@ -369,7 +385,11 @@ def build_router(state: ServerState) -> APIRouter:
             trace = state.traces.get(key)
             if trace is None:
                 lm = state.model(name)
-                trace = capture(lm, req.text, text_pair=req.text_pair, target=req.target, mode="full")
+                check_length(lm, req.text, req.text_pair, req.truncate)
+                with warnings.catch_warnings():  # truncation is reported in the summary, not as a warning
+                    warnings.simplefilter("ignore")
+                    trace = capture(lm, req.text, text_pair=req.text_pair, target=req.target, mode="full",
+                                    truncate=req.truncate)
                 state.traces.put(key, trace, nbytes=trace.nbytes())
             t1 = time.perf_counter()
             summary = payload.trace_summary(trace, key, {"timing": {"capture_s": round(t1 - t0, 4)}})
@@ -442,6 +462,57 @@ def build_router(state: ServerState) -> APIRouter:
             head_i = "mean"
         m = await run_in_threadpool(payload.head_map, t, s, layer, head_i)
         return _bin({"stream": s, "layer": layer, "head": head}, {"map": m})
+
+    @r.get("/v1/traces/{tid}/safetensors", tags=["explorer"], responses=ERRORS,
+           summary="The explorer's trace as a .safetensors file (attnscope.AttentionTrace.load reads it)")
+    async def trace_file(tid: str):
+        t = _trace(tid)
+        data = await run_in_threadpool(_trace_safetensors, t)
+        return Response(data, media_type=SAFETENSORS_TYPE,
+                        headers={"Content-Disposition": 'attachment; filename="attnscope-trace.safetensors"'})
+
+    @r.post("/v1/neuron", tags=["explorer"], responses=ERRORS,
+            summary="Query·key decomposition of one head for one query token (the explorer's neuron view)")
+    async def neuron(req: NeuronRequest):
+        name = state.check_model(req.model)
+        for what in ("text", "text_pair"):
+            state.check_text(getattr(req, what), what)
+
+        def work():
+            from .neuron import qk_decomposition
+
+            lm = state.model(name)
+            check_length(lm, req.text, req.text_pair, req.truncate)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return JSONResponse(qk_decomposition(lm, req.text, req.layer, req.head, req.query,
+                                                     text_pair=req.text_pair, truncate=req.truncate))
+
+        return await state.run(work)
+
+    @r.post("/v1/pooled", tags=["explorer"], responses=ERRORS,
+            summary="Block-pooled (max, mean) overview of long inputs, never holding a full map; region zooms in")
+    async def pooled(req: PooledRequest):
+        name = state.check_model(req.model)
+        state.check_text(req.text)
+
+        def work():
+            from ..corpus.longcontext import pooled_overview
+
+            lm = state.model(name)
+            check_length(lm, req.text, None, req.truncate)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ov = pooled_overview(lm, req.text, layers=req.layers, heads=req.heads, grid=req.grid,
+                                     region=req.region, truncate=req.truncate)
+            labels = ov.tokens.labels(req.text) if ov.tokens is not None else []
+            header = {"layers": ov.layers, "heads": ov.heads, "region": list(ov.region), "tile": list(ov.tile),
+                      "n_query": ov.n_query, "n_key": ov.n_key, "causal": bool(ov.meta.get("causal")),
+                      "tokens": labels, "model": name, "timing": {"pooled_s": round(time.perf_counter() - t0, 4)}}
+            return _bin(header, {"max": ov.max.numpy().astype(np.float16), "mean": ov.mean.numpy().astype(np.float16)})
+
+        return await state.run(work)
 
     @r.get("/v1/traces/{tid}/rollout", tags=["explorer"], responses=ERRORS,
            summary="Attention rollout after the last layer (Abnar & Zuidema 2020), float16 (query, key)")

@@ -121,10 +121,23 @@ def trace_summary(trace, trace_id: str = "", extra: dict[str, Any] | None = None
             "query_offsets": [list(o) for o in q.offsets], "key_offsets": [list(o) for o in k.offsets],
             "query_special": q.special, "key_special": k.special,
             "causal": bool(trace.meta.get("causal", {}).get(s, False)),
+            # the masked (never attendable) cells, as trace.allowed_mask: key j > query i + diagonal, and on a
+            # sliding-window layer also key j <= query i + diagonal - window
+            "mask": {"diagonal": len(k) - len(q),
+                     "windows": {str(layer): w for layer in trace.layers[s]
+                                 if (w := trace._windows(s).get(str(layer)))}}
+            if trace.meta.get("causal", {}).get(s, False) else None,
+            # sentence A / B of each token for text pairs (None: special tokens), as the tokenizer numbers them
+            "segments": trace.meta.get("sequence_ids") if s == "self" else None,
             "stats": head_summary(trace, s) if trace.has("weights", s) else {},
         }
     return {"id": trace_id, "model": trace.model_id, "kind": trace.meta.get("model_kind", ""),
-            "texts": trace.texts, "streams": streams, "thumb_size": THUMB_SIZE, **(extra or {})}
+            "texts": trace.texts, "streams": streams, "thumb_size": THUMB_SIZE,
+            "truncated": _jsonable(trace.meta.get("truncated")), **(extra or {})}
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 def overview(trace, stream: str, size: int = THUMB_SIZE) -> np.ndarray:

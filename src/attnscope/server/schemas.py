@@ -154,6 +154,28 @@ class TraceRequest(_Strict):
     text_pair: str | None = Field(None, min_length=1)
     target: str | None = Field(None, min_length=1)
     model: ModelName | None = None
+    truncate: bool = Field(False, description="Keep the model's first max-length tokens of a longer text.")
+
+
+class NeuronRequest(_Strict):
+    text: str = Field(..., min_length=1)
+    text_pair: str | None = Field(None, min_length=1)
+    model: ModelName | None = None
+    layer: LayerIndex = 0
+    head: HeadIndex = 0
+    query: Position = Field(0, description="Query token position (negative counts from the end).")
+    truncate: bool = False
+
+
+class PooledRequest(_Strict):
+    text: str = Field(..., min_length=1)
+    model: ModelName | None = None
+    layers: list[LayerIndex] | None = Field(None, max_length=256)
+    heads: list[HeadIndex] | None = Field(None, max_length=256)
+    grid: int = Field(64, ge=4, le=128, description="Tiles per side.")
+    region: tuple[Position, Position, Position, Position] | None = Field(
+        None, description="(query_start, query_stop, key_start, key_stop) window to zoom into; default the whole map.")
+    truncate: bool = False
 
 
 class GenerateRequest(_Strict):
