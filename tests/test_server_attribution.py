@@ -132,6 +132,7 @@ def test_explain_language_model_target_token(client, lm):
         close(got["scores"][m], ref.scores[m])
     e = err(client.post("/v1/explain", json={"text": "x y", "model": "lm", "target_token": "unbelievably"}), 422)
     assert "tokens" in e["message"] and "one token" in e["message"]  # several sub-tokens: no silent first-piece
+    assert "'un', 'bel'" in e["message"] and "##" not in e["message"]  # the pieces as text, no vocabulary markers
     e = err(client.post("/v1/explain", json={"text": "x y", "model": "lm", "target_class": 1}), 422)
     assert "target_token" in e["message"]
     err(client.post("/v1/explain", json={"text": "x y", "model": "lm", "target_token": 10**9}), 422)

@@ -85,9 +85,10 @@ def resolve_target(lm, kind: str, req: _Target) -> int | None:
                              f"(a class index or label: {labels})")
         t = req.target_token
         if isinstance(t, str):
-            ids = lm.tokenizer(t, add_special_tokens=False)["input_ids"]
+            enc = lm.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True)
+            ids = enc["input_ids"]
             if len(ids) != 1:
-                pieces = lm.tokenizer.convert_ids_to_tokens(ids)
+                pieces = [t[a:b] for a, b in enc["offset_mapping"]]  # spans of the text, not Ġ/##/▁ pieces
                 raise InputError(f"target_token {t!r} is {len(ids)} tokens {pieces}; give exactly one token or a "
                                  "token id")
             t = int(ids[0])
