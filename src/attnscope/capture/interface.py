@@ -313,6 +313,9 @@ def attnscope_attention(
         out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                         scaling=scaling, is_causal=is_causal, **kwargs)
     if session is not None and session.wants(site):
+        for rec in session.recorders:  # value-side recorders (attnscope.attribution.value_mixing) see the values
+            if hasattr(rec, "add_values"):
+                rec.add_values((site.stream, site.layer), value.detach(), module)
         _record(session, site, query, key, attention_mask, scaling, causal, extra, qpos0)
     if session is not None:
         session.rows_seen[rows_key] = qpos0 + query.shape[2]
