@@ -1,0 +1,326 @@
+"""AttnLRP: attention-aware layer-wise relevance propagation (Achtibat et al. 2024, "AttnLRP: Attention-Aware
+Layer-Wise Relevance Propagation for Transformers", ICML), for BERT-family and Llama-family models.
+
+Implemented as gradient × input with modified gradients, as the paper's reference code (``lxt``,
+"efficient" mode) does: a forward pass whose values are unchanged but whose backward pass carries the LRP
+rules, so that relevance at any tensor ``t`` is ``t ⊙ ĝ_t`` (ĝ the modified gradient of the target logit).
+The rules (paper §3):
+
+- **linear layers**: the ε-rule with ε = 0 (plain gradient × input); a layer's bias absorbs ``b ⊙ ĝ``.
+- **LayerNorm / RMSNorm**: the identity rule on the normalisation — the standard deviation is treated as a
+  constant (detached); LayerNorm's mean subtraction stays linear and its shift β absorbs ``β ⊙ ĝ``.
+- **element-wise activations** (GELU, SiLU, tanh, …): the identity rule, ``R_in = R_out`` element-wise.
+- **softmax**: the paper's softmax rule ``R_i = x_i (R_i^out − s_i Σ_j R_j^out)``, which *is* gradient × input
+  of the softmax; it is not conservative (the Taylor expansion's bias term absorbs the difference).
+- **q·kᵀ and p·v** (bilinear): the uniform rule — each factor gets half: the gradient reaching the query and
+  key is divided by 4 (it crosses both products), the value's by 2.
+- **gated MLP** ``act(gate(x)) ⊙ up(x)``: the uniform rule on the product (gradient halved at ``down_proj``'s
+  input) and the identity rule on ``act``.
+
+The attention itself runs through attnscope's registered attention function (SDPA): a thin wrapper,
+registered as ``attnscope_lrp``, divides the gradients of q, k and v and calls it. Nothing is patched at
+class level; the rules are per-instance hooks removed afterwards, so other models in the process are
+untouched, and the forward values are bitwise those of the model.
+
+**Input relevance** is measured at the hidden states entering the first Transformer layer (token +
+position + type embeddings after BERT's embedding LayerNorm; the token embeddings for Llama-family
+models): ``R_j = Σ_d h_jd ĝ_jd`` per token.
+
+**Conservation** (:class:`Conservation`, on every result). With exact arithmetic,
+
+    target logit = Σ_j R_j + A_bias + A_norm + A_activation + A_softmax
+
+where the absorbed terms are measured on the same backward pass: ``A_bias`` = Σ over linear layers of
+``b ⊙ ĝ_out``; ``A_norm`` = Σ over norms of ``(y − linear part) ⊙ ĝ_out`` (LayerNorm's β; zero for RMSNorm
+up to rounding); ``A_activation`` likewise (zero up to rounding); ``A_softmax`` = Σ over attention calls of
+(relevance at the attention output − relevance at q, k, v): the softmax rule's non-conservation and the
+additive mask. The check passes when the identity closes: ``|residual| <= CONSERVATION_RTOL · scale +
+CONSERVATION_ATOL`` with ``residual`` = logit − Σ R − Σ A and ``scale`` = |logit| + |Σ R| + Σ |A|. A
+residual means an operation on the path has no rule (a model this module does not support): such a result
+is not an AttnLRP explanation and is flagged loudly. ``input_share`` = Σ R / logit says how much of the logit
+the tokens carry; the rest went to biases and the softmax, as the paper's rules define.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CaptureError, InputError
+from ..models import LoadedModel, require_trained_head
+
+CONSERVATION_RTOL = 1e-3
+CONSERVATION_ATOL = 1e-4
+LRP_ATTN_NAME = "attnscope_lrp"
+_ACTIVATION = re.compile(r"(GELU|GeLU|SiLU|Swish|Tanh|ReLU|Mish|Activation)$")
+_LAYER_LIST = re.compile(r"(^|\.)(layer|layers|h|block|blocks)$")
+
+
+@dataclass(frozen=True)
+class Conservation:
+    """The conservation check of one AttnLRP result (module docstring): ``target_logit`` =
+    ``input_relevance`` + Σ ``absorbed`` + ``residual``; ``ok`` when the residual is within
+    ``rtol``·``scale`` + ``atol``. ``input_share`` = input_relevance / target_logit."""
+
+    target_logit: float
+    input_relevance: float
+    absorbed: dict[str, float]
+    residual: float
+    scale: float
+    ok: bool
+    input_share: float
+    rtol: float = CONSERVATION_RTOL
+    atol: float = CONSERVATION_ATOL
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def warning(self) -> str | None:
+        """The loud one-line warning for a result that fails the check, else None."""
+        if self.ok:
+            return None
+        return (f"ATTNLRP CONSERVATION FAILED: the target logit {self.target_logit:.4g} is not input relevance "
+                f"{self.input_relevance:.4g} plus what biases, norms and softmax absorbed "
+                f"({sum(self.absorbed.values()):.4g}); residual {self.residual:.4g}. An operation of this model has "
+                "no LRP rule here; these scores are not AttnLRP relevances.")
+
+
+def conservation(target_logit: float, input_relevance: float, absorbed: dict[str, float],
+                 rtol: float = CONSERVATION_RTOL, atol: float = CONSERVATION_ATOL) -> Conservation:
+    """Check ``target_logit = input_relevance + Σ absorbed`` within ``rtol``·scale + ``atol``."""
+    residual = float(target_logit) - float(input_relevance) - float(sum(absorbed.values()))
+    scale = abs(target_logit) + abs(input_relevance) + sum(abs(v) for v in absorbed.values())
+    ok = bool(np.isfinite(residual) and abs(residual) <= rtol * scale + atol)
+    share = float(input_relevance) / float(target_logit) if target_logit != 0 else float("nan")
+    return Conservation(float(target_logit), float(input_relevance), {k: float(v) for k, v in absorbed.items()},
+                        residual, float(scale), ok, share, rtol, atol)
+
+
+# ---------------------------------------------------------------------------- rules (detach-based)
+def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` in the forward pass, gradient × ``factor`` in the backward pass (the uniform rule)."""
+    return x * factor + (x * (1.0 - factor)).detach()
+
+
+def _linear_part(y: torch.Tensor, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """``y`` in the forward pass (bitwise), gradient ``slope`` (detached) w.r.t. ``x`` in the backward pass."""
+    return y.detach() + (x - x.detach()) * slope.detach()
+
+
+def _ratio(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y / x element-wise, 0 where x == 0 (there y == 0 for every rule that uses it)."""
+    nz = x != 0
+    return torch.where(nz, y / torch.where(nz, x, torch.ones_like(x)), torch.zeros_like(x))
+
+
+@dataclass
+class _Meter:
+    """Tensors whose modified gradients give the absorbed relevance (module docstring)."""
+
+    absorbing: list[tuple[str, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (kind, out, absorbed value)
+    attention: list[tuple[torch.Tensor, ...]] = field(default_factory=list)  # (q, k, v, out)
+    inputs: list[torch.Tensor] = field(default_factory=list)  # hidden states entering the first layer
+    unsupported: list[str] = field(default_factory=list)
+
+
+_METER: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar("attnscope_lrp_meter", default=None)
+
+
+def lrp_attention(module, query, key, value, attention_mask, *args, **kwargs):
+    """attnscope's registered attention with the uniform rule on q·kᵀ and p·v (gradients of q, k ÷ 4, v ÷ 2)."""
+    from ..capture.interface import attnscope_attention
+
+    meter = _METER.get()
+    out, w = attnscope_attention(module, scale_gradient(query, 0.25), scale_gradient(key, 0.25),
+                                 scale_gradient(value, 0.5), attention_mask, *args, **kwargs)
+    if meter is not None and out.requires_grad:
+        meter.attention.append((query, key, value, out))
+    return out, w
+
+
+_registered = False
+
+
+def register_lrp_attention() -> str:
+    """Register :func:`lrp_attention` (and SDPA's mask builder) under ``attnscope_lrp`` (idempotent)."""
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+        AttentionInterface.register(LRP_ATTN_NAME, lrp_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(LRP_ATTN_NAME, sdpa_mask)
+        _registered = True
+    return LRP_ATTN_NAME
+
+
+def _first_layer(model: torch.nn.Module) -> torch.nn.Module:
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) and _LAYER_LIST.search(name):
+            return m[0]
+    raise CaptureError(f"AttnLRP: cannot find the Transformer layers of {type(model).__name__}")
+
+
+@contextlib.contextmanager
+def lrp_rules(model: torch.nn.Module, meter: _Meter):
+    """Install the AttnLRP rules on this model's instances (module docstring); removed on exit."""
+    handles = []
+
+    def norm_hook(module, inp, out):
+        x = inp[0]
+        if not torch.is_tensor(out) or not x.requires_grad:
+            return None
+        if isinstance(module, torch.nn.LayerNorm):
+            xc = x - x.mean(-1, keepdim=True)  # (…, D) linear
+            std = (xc.pow(2).mean(-1, keepdim=True) + module.eps).sqrt()
+            slope = (module.weight / std) if module.weight is not None else 1.0 / std
+            lin = xc * slope
+            new = out.detach() + (xc - xc.detach()) * slope.detach()
+        else:  # RMS-type: y = scale ⊙ x element-wise
+            slope = _ratio(out, x)
+            lin = x * slope
+            new = _linear_part(out, x, slope)
+        meter.absorbing.append(("norm", new, (out - lin).detach()))
+        return new
+
+    def act_hook(module, inp, out):
+        x = inp[0]
+        if not torch.is_tensor(out) or out.shape != x.shape or not x.requires_grad:
+            return None
+        slope = _ratio(out, x)
+        new = _linear_part(out, x, slope)
+        meter.absorbing.append(("activation", new, (out - x * slope).detach()))
+        return new
+
+    def linear_hook(module, inp, out):
+        if out.requires_grad:
+            meter.absorbing.append(("bias", out, module.bias.detach().expand_as(out)))
+
+    def gated_pre_hook(module, args):
+        return (scale_gradient(args[0], 0.5),) + tuple(args[1:])
+
+    def input_pre_hook(module, args, kwargs):
+        if args:
+            h = args[0].detach().requires_grad_(True)
+            meter.inputs.append(h)
+            return (h,) + tuple(args[1:]), kwargs
+        h = kwargs["hidden_states"].detach().requires_grad_(True)
+        meter.inputs.append(h)
+        return args, {**kwargs, "hidden_states": h}
+
+    try:
+        handles.append(_first_layer(model).register_forward_pre_hook(input_pre_hook, with_kwargs=True))
+        for name, m in model.named_modules():
+            cls = type(m).__name__
+            if isinstance(m, torch.nn.Linear):
+                if m.bias is not None:
+                    handles.append(m.register_forward_hook(linear_hook))
+            elif isinstance(m, torch.nn.LayerNorm) or "RMSNorm" in cls or cls == "T5LayerNorm":
+                handles.append(m.register_forward_hook(norm_hook))
+            elif _ACTIVATION.search(cls) and not list(m.parameters()):
+                handles.append(m.register_forward_hook(act_hook))
+            if all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj")):
+                handles.append(m.down_proj.register_forward_pre_hook(gated_pre_hook))
+        yield meter
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ---------------------------------------------------------------------------- the method
+@dataclass
+class AttnLRPResult:
+    """Token relevances of one prediction by AttnLRP. ``scores``: (N,) per token (signed; they sum to
+    ``conservation.input_relevance``); ``hidden``: (N, D) relevance per hidden dimension."""
+
+    tokens: list[str]
+    special: list[bool]
+    scores: np.ndarray
+    hidden: np.ndarray
+    target: int
+    target_label: str
+    logit: float
+    conservation: Conservation
+    meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "special": self.special, "scores": self.scores.tolist(),
+                "target": self.target, "target_label": self.target_label, "logit": self.logit,
+                "conservation": self.conservation.to_dict(), "meta": self.meta, "warnings": self.warnings}
+
+
+def relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | str | None = None,
+              position: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int, Conservation]:
+    """AttnLRP relevance of the target logit for prepared model inputs (batch of 1).
+
+    Returns (hidden-state relevance (N, D) float64, the logits (C,), the target index, the
+    :class:`Conservation`). ``target``: class/token index or label (default the prediction)."""
+    from ..capture.api import attention_implementation
+    from .gradients import resolve_target
+    from .interventions import output_logits, prepare
+
+    prepare(lm)
+    register_lrp_attention()
+    if lm.model.training:
+        raise InputError("AttnLRP needs the model in eval mode (call model.eval())")
+    meter = _Meter()
+    token = _METER.set(meter)
+    kwargs = dict(inputs)
+    if lm.kind == "causal":
+        kwargs.setdefault("use_cache", False)
+    try:
+        with attention_implementation(lm.model, LRP_ATTN_NAME), lrp_rules(lm.model, meter), torch.enable_grad():
+            out = lm.model(**kwargs)
+            logits = output_logits(lm, out, position)[0]  # (C,)
+            t, _ = resolve_target(lm, logits, target)
+            if not meter.inputs:
+                raise CaptureError(f"AttnLRP: the first layer of {lm.name} was never called")
+            h0 = meter.inputs[0]
+            attn = [t_ for a in meter.attention for t_ in a]
+            outs = [o for _, o, _ in meter.absorbing]
+            grads = torch.autograd.grad(logits[t], [h0] + outs + attn, allow_unused=True)
+    finally:
+        _METER.reset(token)
+    g0, g_abs, g_attn = grads[0], grads[1:1 + len(outs)], grads[1 + len(outs):]
+    rel = (h0.detach().double() * g0.double())[0] if g0 is not None else torch.zeros_like(h0[0], dtype=torch.float64)
+    absorbed = {"bias": 0.0, "norm": 0.0, "activation": 0.0, "softmax": 0.0}
+    for (kind, _, a), g in zip(meter.absorbing, g_abs):
+        if g is not None:
+            absorbed[kind] += float((a.double() * g.double()).sum())
+    for i, tensors in enumerate(meter.attention):
+        gs = g_attn[4 * i:4 * i + 4]
+        r = [float((x.detach().double() * g.double()).sum()) if g is not None else 0.0 for x, g in zip(tensors, gs)]
+        absorbed["softmax"] += r[3] - (r[0] + r[1] + r[2])
+    check = conservation(float(logits[t].detach()), float(rel.sum()), absorbed)
+    return rel, logits.detach(), t, check
+
+
+def attnlrp(lm: LoadedModel, text: str, *, target: int | str | None = None, position: int | None = None,
+            allow_random_head: bool = False) -> AttnLRPResult:
+    """AttnLRP relevance (Achtibat et al. 2024) of one prediction's target logit, per input token, with the
+    conservation check (:class:`Conservation`; module docstring).
+
+    ``target``: class index/label (classifier) or token id/string (LM; default the predicted next token);
+    ``position``: for LMs, which position's next-token logit (default the last). Works for models whose
+    attention goes through transformers' AttentionInterface with LayerNorm/RMSNorm, element-wise activations
+    and (gated) MLPs — the BERT and Llama families; any other operation on the path leaves a residual and
+    fails the check, loudly (``warnings``)."""
+    from .gradients import target_label
+    from .interventions import encode
+
+    warnings = require_trained_head(lm, "AttnLRP", allow_random_head)
+    inputs, tokens = encode(lm, text)
+    rel, logits, t, check = relevance(lm, inputs, target, position)
+    if check.warning():
+        warnings.append(check.warning())
+    return AttnLRPResult(tokens=tokens.labels(text), special=list(tokens.special), scores=rel.sum(-1).numpy(),
+                         hidden=rel.numpy(), target=t, target_label=target_label(lm, t), logit=float(logits[t]),
+                         conservation=check, meta={"model": lm.name, "text": text, "position": position},
+                         warnings=warnings)
