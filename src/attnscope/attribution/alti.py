@@ -20,7 +20,7 @@ WHAT_IT_IS_NOT = ("not the feed-forward networks' mixing, not signed, not specif
                   "and not a causal effect on the prediction")
 
 
-def alti(lm: LoadedModel, text: str) -> MixingResult:
+def alti_attribution(lm: LoadedModel, text: str) -> MixingResult:
     """ALTI over all layers: ``per_layer`` (layer, query, key) the contributions C_l (rows sum to 1),
     ``aggregated`` (query, key) their rollout."""
     d = decompose(lm, text, ("alti",), method="alti")

@@ -22,7 +22,7 @@ WHAT_IT_IS_NOT = ("not the feed-forward networks' or the embedding's direct logi
                   "a linearisation of the final norm, not a causal effect")
 
 
-def alti_logit(lm: LoadedModel, text: str, *, target: int | None = None, position: int | None = None) -> MixingResult:
+def alti_logit_attribution(lm: LoadedModel, text: str, *, target: int | None = None, position: int | None = None) -> MixingResult:
     """ALTI-Logit for the token ``target`` (default the prediction) at ``position`` (default the last).
 
     ``per_layer`` (layer, query, key): Δlogit^l (only the explained row is meaningful); ``aggregated``

@@ -21,7 +21,7 @@ WHAT_IT_IS = ("attention-block mixing ‖T_i(x_j)‖: how much of token i's repr
 WHAT_IT_IS_NOT = "not the feed-forward, not an aggregate over layers, and not a causal effect on the prediction"
 
 
-def block_mixing(lm: LoadedModel, text: str, layers: Iterable[int] | None = None) -> MixingResult:
+def attention_block_mixing(lm: LoadedModel, text: str, layers: Iterable[int] | None = None) -> MixingResult:
     """‖T_i(x_j)‖ per layer: ``per_layer`` (layer, query, key) for the ``layers`` asked (default all), and the
     mixing ratio per layer in ``meta["mixing_ratio"]`` (‖Σ_{j≠i} T_i(x_j)‖ share is not computed; the ratio
     given is Σ_{j≠i}‖T_i(x_j)‖ / Σ_j‖T_i(x_j)‖ averaged over tokens)."""

@@ -20,7 +20,7 @@ WHAT_IT_IS_NOT = ("not the feed-forward networks' mixing (left out), not signed,
                   "prediction")
 
 
-def globenc(lm: LoadedModel, text: str) -> MixingResult:
+def globenc_attribution(lm: LoadedModel, text: str) -> MixingResult:
     """GlobEnc over all layers: ``per_layer`` (layer, query, key) the row-normalised N_ij, ``aggregated``
     (query, key) their rollout."""
     if model_parts(lm, "globenc").style != "post_ln":

@@ -22,7 +22,7 @@ WHAT_IT_IS_NOT = ("not the residual stream or layer norm's share, not the feed-f
                   "a causal effect on the prediction")
 
 
-def value_norms(lm: LoadedModel, text: str, layers: Iterable[int] | None = None) -> MixingResult:
+def norm_attention(lm: LoadedModel, text: str, layers: Iterable[int] | None = None) -> MixingResult:
     """Per head α^h_ij‖f_h(x_j)‖ (``per_head``, (layer, head, query, key)) and summed over heads
     ‖Σ_h α^h_ij f_h(x_j)‖ (``per_layer``, (layer, query, key)) for the ``layers`` asked (default all)."""
     d = decompose(lm, text, ("head_norms", "sum_norms"), method="value_norm", layers=layers)

@@ -84,7 +84,7 @@ def _layer_outputs(lm: LoadedModel, inputs: dict, layer: int, container, token, 
     return got["out"].double()
 
 
-def value_zeroing(lm: LoadedModel, text: str, layers: Iterable[int] | None = None, per_head: bool = False,
+def value_zeroing_attribution(lm: LoadedModel, text: str, layers: Iterable[int] | None = None, per_head: bool = False,
                   max_batch: int = MAX_BATCH) -> MixingResult:
     """Value-zeroing scores: ``per_layer`` (layer, query, key) C_ij (zeroed in every head), ``per_head``
     (layer, head, query, key) when ``per_head=True``, ``aggregated`` (query, key) the rollout of the
