@@ -37,6 +37,7 @@ EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("attnscope.attribution.cli", "probe", "probe"),
     ("attnscope.attribution.cli", "counterfactual", "counterfactual"),
     ("attnscope.attribution.cli", "dropout", "dropout"),
+    ("attnscope.positional.cli", "positional", "positional"),
 ]
 # The first line of each command's help, shown by `attnscope --help` without importing the command's module.
 # A command missing here still works; listing it then imports its module.
@@ -58,6 +59,9 @@ SHORT_HELP: dict[str, str] = {
                       "change, or user-given counterfactual texts compared with the original (KL, probability shift, "
                       "attention MSE/KL).",
     "dropout": "MC-dropout consistency of attention: mean/std/CV maps and pairwise correlation of runs.",
+    "positional": "Positional encodings and attention: sinusoidal matrix and position similarity; learned positions' "
+                  "similarity and the content/position split of layer-0 scores; rotary frequencies and a head's q·k vs "
+                  "distance.",
     "tasks": "Task analyses on real models: sentiment, QA, alignment, generation, dialogue.",
     "seq2seq": "Train Bahdanau/Luong attention seq2seq models and watch their alignments.",
 }
