@@ -385,3 +385,25 @@ def test_constant_panels_get_a_readable_range():
     before = ax.get_ylim()
     constant_ylim(ax, [0.0, 0.5], rate=True)  # varying data: left alone
     assert ax.get_ylim() == before
+
+
+def test_speech_figures_stop_at_the_end_of_the_audio():
+    """Whisper pads audio to 30 s: source-axis figures show only the encoder frames that hold audio."""
+    t = seq2seq_trace()  # 6 source positions standing in for encoder frames
+    t.meta.update(frame_seconds=0.02, audio_seconds=0.07)  # ceil(0.07 / 0.02) = 4 frames hold audio
+    w = {s: t.weights(s).numpy() for s in t.streams}
+    cases = [(rd.head_heatmap(t, 1, 2, stream="cross"), w["cross"][1, 2, :, :4]),
+             (rd.head_heatmap(t, 0, 1, stream="encoder_self"), w["encoder_self"][0, 1, :4, :4]),
+             (rd.head_heatmap(t, 0, 1, stream="decoder_self"), w["decoder_self"][0, 1]),  # not a source axis
+             (rd.cross_alignment(t, layer=1), w["cross"][1].mean(0)[:, :4]),
+             (rd.layer_means(t, stream="cross"), w["cross"][0].mean(0)[:, :4])]
+    for fig, want in cases:
+        got = np.ma.getdata(fig.axes[0].images[0].get_array())
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert len([x for x in fig.axes[0].get_xticklabels() if x.get_text()]) <= want.shape[1]
+    assert "4 frames holding audio, of 6" in rd.cross_alignment(t, layer=1).axes[0].get_title()
+    bars = rd.query_bars(t, 2, layer=0, head=0, stream="cross")
+    np.testing.assert_allclose([p.get_height() for p in bars.axes[0].patches], w["cross"][0, 0, 2, :4], rtol=1e-6)
+    plain = seq2seq_trace()  # no audio metadata: every source position is shown
+    assert np.ma.getdata(rd.head_heatmap(plain, 1, 2, stream="cross").axes[0].images[0].get_array()).shape == (6, 6)
+    plt.close("all")

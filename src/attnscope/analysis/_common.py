@@ -31,6 +31,17 @@ def token_labels(trace, stream: str | None, which: str = "query") -> list[str]:
     return trace.tokens[seq].labels(trace.texts.get(seq))
 
 
+def audio_frames(trace) -> int | None:
+    """The encoder frames that hold audio in a speech trace, or None for any other trace.
+
+    Whisper pads every input to 30 s (1,500 encoder frames of 20 ms); frames after the audio's end are
+    padding, so figures and alignments show only the first ``ceil(audio_seconds / frame_seconds)``."""
+    frame_s, audio_s = trace.meta.get("frame_seconds"), trace.meta.get("audio_seconds")
+    if not frame_s or not audio_s or "source" not in trace.tokens:
+        return None
+    return max(1, min(len(trace.tokens["source"]), int(np.ceil(audio_s / frame_s))))
+
+
 CROSS_ROW_TITLE = "target (token predicted at each decoder step)"
 NEXT_LABEL = "<next>"  # a last decoder row whose prediction the trace does not hold
 

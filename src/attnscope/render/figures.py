@@ -14,7 +14,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.ticker import MaxNLocator
 
 from ..analysis import results as R
-from ..analysis._common import CROSS_ROW_TITLE, token_labels
+from ..analysis._common import CROSS_ROW_TITLE, audio_frames, token_labels
 from ..errors import InputError
 from .style import (ANNOTATE_MAX, DIVERGING_CMAP, SCORE_CMAP, SEQUENTIAL_CMAP, constant_ylim, set_token_ticks, styled,
                     subplots)
@@ -62,8 +62,27 @@ def _heat(ax, m: np.ndarray, qlabels: Sequence[str], klabels: Sequence[str], cma
 
 
 def _labels(trace, stream: str, which: str) -> list[str]:
-    """Tick labels; rows of the cross stream are the tokens the decoder steps predict (one convention)."""
-    return token_labels(trace, stream, which)
+    """Tick labels; rows of the cross stream are the tokens the decoder steps predict (one convention).
+    Speech traces: only the frames that hold audio (see :func:`_audio_view`)."""
+    labels = token_labels(trace, stream, which)
+    q, k = _audio_view(trace, stream)
+    return labels[q if which == "query" else k]
+
+
+def _audio_view(trace, stream: str) -> tuple[slice, slice]:
+    """(query, key) slices a figure shows. Whisper pads audio to 30 s: its encoder frames after the audio's end
+    are padding, so the source axis (cross-attention keys; encoder self-attention queries and keys) stops there."""
+    n = audio_frames(trace)
+    if n is None or stream not in ("cross", "encoder_self"):
+        return slice(None), slice(None)
+    return (slice(None) if stream == "cross" else slice(0, n)), slice(0, n)
+
+
+def _audio_note(trace, stream: str) -> str:
+    n = audio_frames(trace)
+    if n is None or stream not in ("cross", "encoder_self"):
+        return ""
+    return f" (the {n} frames holding audio, of {len(trace.tokens['source'])})"
 
 
 def axis_titles(stream: str) -> tuple[str, str]:
@@ -86,7 +105,7 @@ def _weight_label(allowed: np.ndarray | None, label: str, n: int = 0) -> str:
 def head_heatmap(trace, layer: int = 0, head: int = 0, stream: str | None = None, annotate: bool | None = None):
     """One head's map (query × key), values written in the cells when the input is short."""
     s = trace.resolve_stream(stream)
-    m = trace.head(layer, head, s).numpy()
+    m = trace.head(layer, head, s).numpy()[_audio_view(trace, s)]  # (Nq, Nk)
     ql, kl = _labels(trace, s, "query"), _labels(trace, s, "key")
     fig, ax = subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
     ok = _allowed(trace, s)
@@ -94,7 +113,7 @@ def head_heatmap(trace, layer: int = 0, head: int = 0, stream: str | None = None
     im = _heat(ax, m, ql, kl, annotate=annotate, vmax=1.0 if m.max() > 0.5 else None, allowed=ok, xlabel=xt,
                ylabel=yt)
     fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(ok, "attention weight", max(m.shape)))
-    ax.set_title(f"{trace.model_id or 'attention'} — {s}, layer {layer}, head {head}")
+    ax.set_title(f"{trace.model_id or 'attention'} — {s}, layer {layer}, head {head}{_audio_note(trace, s)}")
     return fig
 
 
@@ -102,7 +121,8 @@ def head_heatmap(trace, layer: int = 0, head: int = 0, stream: str | None = None
 def layer_head_grid(trace, stream: str | None = None, max_layers: int = 32, max_heads: int = 16):
     """Every head of every layer as small multiples (rows: layers, columns: heads)."""
     s = trace.resolve_stream(stream)
-    w = trace.weights(s).numpy()  # (L, H, Nq, Nk)
+    q, k = _audio_view(trace, s)
+    w = trace.weights(s).numpy()[:, :, q, k]  # (L, H, Nq, Nk)
     layers, heads = trace.layers[s][:max_layers], trace.heads[s][:max_heads]
     nl, nh = len(layers), len(heads)
     cell = (1.15 if nh <= 12 else 0.9) * (0.8 if nl > 16 else 1.0)
@@ -128,7 +148,7 @@ def layer_head_grid(trace, stream: str | None = None, max_layers: int = 32, max_
     fig.colorbar(im, ax=axes, shrink=min(0.8, 0.25 + 0.1 * nl), label=_weight_label(ok, "attention weight"))
     cut = "" if (len(trace.layers[s]), len(trace.heads[s])) == (nl, nh) else \
         f" (first {nl} of {len(trace.layers[s])} layers, {nh} of {len(trace.heads[s])} heads)"
-    fig.suptitle(f"{trace.model_id or 'attention'} — {s}: layer × head{cut}", fontsize=10)
+    fig.suptitle(f"{trace.model_id or 'attention'} — {s}: layer × head{cut}{_audio_note(trace, s)}", fontsize=10)
     return fig
 
 
@@ -136,7 +156,8 @@ def layer_head_grid(trace, stream: str | None = None, max_layers: int = 32, max_
 def layer_means(trace, stream: str | None = None, cols: int | None = None):
     """The head-averaged map of each layer."""
     s = trace.resolve_stream(stream)
-    w = trace.weights(s).numpy().mean(1)  # (L, Nq, Nk)
+    q, k = _audio_view(trace, s)
+    w = trace.weights(s).numpy().mean(1)[:, q, k]  # (L, Nq, Nk)
     nl = w.shape[0]
     if cols is None:  # near-square, at most 6 panels a row, the fewest empty panels
         first = min(math.ceil(math.sqrt(nl)), 6)
@@ -159,7 +180,8 @@ def layer_means(trace, stream: str | None = None, cols: int | None = None):
                    ylabel=titles[1] if k % cols == 0 else "", allowed=ok)
         ax.set_title(f"layer {trace.layers[s][k]}")
     fig.colorbar(im, ax=axes, shrink=0.6, label=_weight_label(ok, "mean weight over heads", max(w.shape[1:])))
-    fig.suptitle(f"{trace.model_id or 'attention'} — {s}: mean over heads, by layer", fontsize=10)
+    fig.suptitle(f"{trace.model_id or 'attention'} — {s}: mean over heads, by layer{_audio_note(trace, s)}",
+                 fontsize=10)
     return fig
 
 
@@ -173,13 +195,13 @@ def cross_alignment(trace, layer: int = -1, head: int | None = None, annotate: b
         raise InputError(f"this trace has no 'cross' stream (streams: {', '.join(trace.streams)}); alignment "
                          "needs an encoder-decoder trace with cross-attention")
     sub = trace.sel(layer=layer, head=head, stream="cross")
-    m = sub.weights("cross").numpy().mean(1)[0]  # (Nt, Ns)
+    m = sub.weights("cross").numpy().mean(1)[0][_audio_view(trace, "cross")]  # (Nt, Ns)
     ql, kl = _labels(trace, "cross", "query"), _labels(trace, "cross", "key")
     fig, ax = subplots(figsize=_square_size(len(ql), len(kl)), layout="constrained")
     im = _heat(ax, m, ql, kl, annotate=annotate, xlabel="source", ylabel=CROSS_ROW_TITLE)
     fig.colorbar(im, ax=ax, shrink=0.8, label=_weight_label(None, "cross-attention weight", max(m.shape)))
     which = f"head {head}" if head is not None else "mean over heads"
-    ax.set_title(f"cross-attention alignment — layer {sub.layers['cross'][0]}, {which}")
+    ax.set_title(f"cross-attention alignment — layer {sub.layers['cross'][0]}, {which}{_audio_note(trace, 'cross')}")
     return fig
 
 
@@ -191,7 +213,7 @@ def query_bars(trace, query: int, layer: int = -1, head: int | None = None, stre
     if not -len(ql) <= query < len(ql):
         raise InputError(f"query {query} is outside the {len(ql)} query tokens")
     sub = trace.sel(layer=layer, head=head, stream=s)
-    v = sub.weights(s).numpy().mean(1)[0, query]  # (Nk,)
+    v = sub.weights(s).numpy().mean(1)[0, query][_audio_view(trace, s)[1]]  # (Nk,)
     fig, ax = subplots(figsize=(min(3 + 0.25 * len(kl), 14), 3.6), layout="constrained")
     ax.bar(np.arange(len(kl)), v, color="#2b6ca3", width=0.8)
     ax.set_xlim(-0.6, len(kl) - 0.4)

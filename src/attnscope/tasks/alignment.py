@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..analysis._common import cross_row_labels
+from ..analysis._common import audio_frames, cross_row_labels
 from ..analysis.results import HeadScores
 from ..errors import InputError, UnknownNameError
 
@@ -74,9 +74,7 @@ def kept_positions(trace, drop_special: bool = True) -> tuple[list[int], list[in
     """(target rows, source columns) to keep: special tokens out, and for audio only the frames that hold audio."""
     src = trace.tokens["source"]
     tgt_labels = predicted_labels(trace)
-    n_src = len(src)
-    if trace.meta.get("frame_seconds") and trace.meta.get("audio_seconds"):
-        n_src = min(n_src, int(np.ceil(trace.meta["audio_seconds"] / trace.meta["frame_seconds"])))
+    n_src = audio_frames(trace) or len(src)
     cols = [j for j in range(n_src) if not (drop_special and (src.special[j] or _is_special(src.text[j])))]
     rows = [i for i, t in enumerate(tgt_labels) if not (drop_special and _is_special(t))]
     if not rows or not cols:
