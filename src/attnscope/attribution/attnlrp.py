@@ -256,15 +256,12 @@ class AttnLRPResult:
                 "conservation": self.conservation.to_dict(), "meta": self.meta, "warnings": self.warnings}
 
 
-def relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | str | None = None,
-              position: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int, Conservation]:
-    """AttnLRP relevance of the target logit for prepared model inputs (batch of 1).
-
-    Returns (hidden-state relevance (N, D) float64, the logits (C,), the target index, the
-    :class:`Conservation`). ``target``: class/token index or label (default the prediction)."""
+@contextlib.contextmanager
+def lrp_session(lm: LoadedModel):
+    """Run forwards of ``lm`` inside this context with the AttnLRP rules (module docstring) and gradients on;
+    yields the meter that :func:`account` reads. The model's attention implementation is restored on exit."""
     from ..capture.api import attention_implementation
-    from .gradients import resolve_target
-    from .interventions import output_logits, prepare
+    from .interventions import prepare
 
     prepare(lm)
     register_lrp_attention()
@@ -272,24 +269,26 @@ def relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | st
         raise InputError("AttnLRP needs the model in eval mode (call model.eval())")
     meter = _Meter()
     token = _METER.set(meter)
-    kwargs = dict(inputs)
-    if lm.kind == "causal":
-        kwargs.setdefault("use_cache", False)
     try:
         with attention_implementation(lm.model, LRP_ATTN_NAME), lrp_rules(lm.model, meter), torch.enable_grad():
-            out = lm.model(**kwargs)
-            logits = output_logits(lm, out, position)[0]  # (C,)
-            t, _ = resolve_target(lm, logits, target)
-            if not meter.inputs:
-                raise CaptureError(f"AttnLRP: the first layer of {lm.name} was never called")
-            h0 = meter.inputs[0]
-            attn = [t_ for a in meter.attention for t_ in a]
-            outs = [o for _, o, _ in meter.absorbing]
-            grads = torch.autograd.grad(logits[t], [h0] + outs + attn, allow_unused=True)
+            yield meter
     finally:
         _METER.reset(token)
-    g0, g_abs, g_attn = grads[0], grads[1:1 + len(outs)], grads[1 + len(outs):]
-    rel = (h0.detach().double() * g0.double())[0] if g0 is not None else torch.zeros_like(h0[0], dtype=torch.float64)
+
+
+def account(meter: _Meter, y: torch.Tensor, retain_graph: bool = False) -> tuple[list[torch.Tensor], Conservation]:
+    """Relevance of the scalar ``y`` (a logit computed inside :func:`lrp_session`) at every first-layer input
+    the session saw — one (N_i, D) float64 tensor per forward call, e.g. the prompt then each token fed with the
+    KV cache — and the :class:`Conservation` of ``y`` over all of them."""
+    if not meter.inputs:
+        raise CaptureError("AttnLRP: the first Transformer layer was never called")
+    attn = [t_ for a in meter.attention for t_ in a]
+    outs = [o for _, o, _ in meter.absorbing]
+    k = len(meter.inputs)
+    grads = torch.autograd.grad(y, meter.inputs + outs + attn, allow_unused=True, retain_graph=retain_graph)
+    rel = [(h.detach().double() * g.double())[0] if g is not None else torch.zeros_like(h[0], dtype=torch.float64)
+           for h, g in zip(meter.inputs, grads[:k])]  # each (N_i, D)
+    g_abs, g_attn = grads[k:k + len(outs)], grads[k + len(outs):]
     absorbed = {"bias": 0.0, "norm": 0.0, "activation": 0.0, "softmax": 0.0}
     for (kind, _, a), g in zip(meter.absorbing, g_abs):
         if g is not None:
@@ -298,8 +297,26 @@ def relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | st
         gs = g_attn[4 * i:4 * i + 4]
         r = [float((x.detach().double() * g.double()).sum()) if g is not None else 0.0 for x, g in zip(tensors, gs)]
         absorbed["softmax"] += r[3] - (r[0] + r[1] + r[2])
-    check = conservation(float(logits[t].detach()), float(rel.sum()), absorbed)
-    return rel, logits.detach(), t, check
+    return rel, conservation(float(y.detach()), float(sum(float(r.sum()) for r in rel)), absorbed)
+
+
+def relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | str | None = None,
+              position: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int, Conservation]:
+    """AttnLRP relevance of the target logit for prepared model inputs (batch of 1).
+
+    Returns (hidden-state relevance (N, D) float64, the logits (C,), the target index, the
+    :class:`Conservation`). ``target``: class/token index or label (default the prediction)."""
+    from .gradients import resolve_target
+    from .interventions import output_logits
+
+    kwargs = dict(inputs)
+    if lm.kind == "causal":
+        kwargs.setdefault("use_cache", False)
+    with lrp_session(lm) as meter:
+        logits = output_logits(lm, lm.model(**kwargs), position)[0]  # (C,)
+        t, _ = resolve_target(lm, logits, target)
+        rel, check = account(meter, logits[t])
+    return rel[0], logits.detach(), t, check
 
 
 def attnlrp(lm: LoadedModel, text: str, *, target: int | str | None = None, position: int | None = None,
