@@ -23,7 +23,7 @@ from .errors import AttnscopeError, CaptureError, InputError, ModelLoadError, Tr
 # name -> (module, attribute): resolved on first access, then cached in the module's namespace
 _LAZY: dict[str, tuple[str, str]] = {
     "load_model": (".models", "load_model"),
-    "capture": (".capture.api", "capture"),
+    "capture": (".capture", "capture"),  # the callable sub-package (capture.extend etc. are its attributes)
     "capture_batch": (".capture.api", "capture_batch"),
     "generate": (".capture.generation", "generate"),
     "AttentionTrace": (".trace", "AttentionTrace"),
@@ -63,7 +63,8 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module, __name__), attr)
+        value = importlib.import_module(module, __name__)
+        value = value if name == "capture" else getattr(value, attr)
     else:
         raise AttributeError(f"module 'attnscope' has no attribute {name!r}")
     if name != "capture":  # importing attnscope.capture sets that attribute to the (callable) sub-package

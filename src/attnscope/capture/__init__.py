@@ -9,11 +9,13 @@ import types
 
 from .api import attention_implementation, capture, capture_batch, check_text, resolve_selection, supports_interface
 from .generation import GenerationResult, generate
+from .incremental import IncrementalCapture, extend, incremental
 from .interface import ATTN_NAME, CaptureSession, Intervention, Site, attention_probs_block, register, session_scope
 from .recorders import MODES, FullRecorder, Recorder, StatsRecorder, TopKRecorder
 
 __all__ = [
-    "capture", "capture_batch", "generate", "GenerationResult", "check_text", "resolve_selection",
+    "capture", "capture_batch", "generate", "GenerationResult", "extend", "incremental", "IncrementalCapture",
+    "check_text", "resolve_selection",
     "supports_interface", "attention_implementation",
     "ATTN_NAME", "CaptureSession", "Intervention", "Site", "attention_probs_block", "register", "session_scope",
     "MODES", "Recorder", "FullRecorder", "StatsRecorder", "TopKRecorder",

@@ -36,6 +36,22 @@ class GenerationResult:
     step_entropies: list[float] = field(default_factory=list)  # entropy of the next-token distribution
 
 
+def assemble_session(session: CaptureSession, layer_sel: dict[str, list[int]]) -> tuple[dict, dict, dict]:
+    """The trace payloads (weights, stats, topk per stream) of a session whose recorders received rows
+    over several calls (generation steps, or an incremental capture's reused and new rows)."""
+    weights, stats, topk = {}, {}, {}
+    for s, lyrs in layer_sel.items():
+        for rec in session.recorders:
+            parts = [rec.assemble((s, l)) for l in lyrs]
+            if isinstance(rec, FullRecorder):
+                weights[s] = torch.stack([p[0] for p in parts])  # (L, h, Nq, Nk)
+            elif isinstance(rec, StatsRecorder):
+                stats[s] = {k: torch.stack([p[k][0] for p in parts]) for k in parts[0]}  # (L, h, Nq)
+            elif isinstance(rec, TopKRecorder):
+                topk[s] = tuple(torch.stack([p[i][0] for p in parts]) for i in range(2))  # (L, h, Nq, k)
+    return weights, stats, topk
+
+
 def _chat_prompt(lm: LoadedModel, prompt: str | list[dict]) -> str:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     return lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -167,17 +183,9 @@ def generate(
             seqs["source"] = src["input"]
         seqs["target"] = _tokens(lm.tokenizer, ids, None, None)
         texts["target"] = lm.tokenizer.decode(generated, skip_special_tokens=True)
-    weights, stats, topk = {}, {}, {}
+    weights, stats, topk = assemble_session(session, layer_sel)
     n_total = len(ids)
-    for s, lyrs in layer_sel.items():
-        for rec in session.recorders:
-            parts = [rec.assemble((s, l)) for l in lyrs]
-            if isinstance(rec, FullRecorder):
-                weights[s] = torch.stack([p[0] for p in parts])  # (L, h, Nq, Nk)
-            elif isinstance(rec, StatsRecorder):
-                stats[s] = {k: torch.stack([p[k][0] for p in parts]) for k in parts[0]}
-            elif isinstance(rec, TopKRecorder):
-                topk[s] = tuple(torch.stack([p[i][0] for p in parts]) for i in range(2))
+    for s in layer_sel:
         q_seq = STREAM_SEQUENCES[s][0]
         if q_seq in seqs and len(seqs[q_seq]) != n_total and s != "encoder_self":
             raise RuntimeError(f"generation capture: {s} has rows for {len(seqs[q_seq])} tokens, expected {n_total}")
