@@ -53,9 +53,9 @@ def page(browser):
     assert not errors, errors
 
 
-def shot(page, tmp_path, name):
+def shot(page, tmp_path, name, full_page=False):
     path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path))
+    page.screenshot(path=str(path), full_page=full_page)
     if SHOTS:
         SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, SHOTS / path.name)
@@ -85,7 +85,7 @@ def test_type_sentence_switch_layer_and_head(page, server, tmp_path):
     page.wait_for_selector("#model-view")
     assert painted(page, "#model-view") > 0.3
     assert page.locator("#stats-table tbody tr").count() == 12
-    shot(page, tmp_path, "model_view")
+    shot(page, tmp_path, "explorer-model")
     page.select_option("#layer", "4")
     page.click("[data-view=heatmap]")
     page.wait_for_selector("#app[data-state=ready][data-view=heatmap]")
@@ -96,14 +96,14 @@ def test_type_sentence_switch_layer_and_head(page, server, tmp_path):
     page.hover("canvas.heatmap[data-head='7']", position={"x": 200, "y": 200})
     tip = page.inner_text(".tooltip")
     assert "weight" in tip and "query" in tip
-    shot(page, tmp_path, "heatmaps")
+    shot(page, tmp_path, "explorer-heatmaps")
     page.click("[data-view=head]")
     page.wait_for_selector("#head-view")
     assert painted(page, "#head-view") > 0.01
     page.click("[data-view=rollout]")
     page.wait_for_selector("#app[data-state=ready][data-view=rollout]")
     assert "rollout" in page.inner_text("figcaption")
-    shot(page, tmp_path, "rollout")
+    shot(page, tmp_path, "explorer-rollout")
 
 
 def test_user_html_is_shown_as_text(page, server, tmp_path):
@@ -138,7 +138,7 @@ def test_generate_and_step_through_tokens(page, server, tmp_path):
     page.dispatch_event("#step", "input")
     page.wait_for_selector("#app[data-state=ready][data-view=head]")
     assert page.inner_text("#step-token").startswith("3/4")
-    shot(page, tmp_path, "generation")
+    shot(page, tmp_path, "explorer-generation")
 
 
 def test_encoder_decoder_streams(page, server):
@@ -178,3 +178,227 @@ def test_standalone_notebook_page_works_offline(browser, minilm, tmp_path):
     assert [u for u in requests if not u.startswith("file:")] == [], requests
     assert not errors, errors
     pg.close()
+
+
+# ---------------------------------------------------------------------------- reading a heatmap, bertviz's views and more
+LONG = " ".join(["the model reads every sentence and each head attends to some other token"] * 8)  # > 64 tokens
+
+
+def pixel(page, selector, i, j):
+    """RGB of heatmap cell (query i, key j), read at the cell's centre on the canvas."""
+    return page.eval_on_selector(selector, """(c, [i, j]) => { const d = +c.dataset.cell, dpr = c.width / parseFloat(c.style.width);
+        const x = Math.round((+c.dataset.left + (j + 0.5) * d) * dpr), y = Math.round((+c.dataset.top + (i + 0.5) * d) * dpr);
+        return Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3)); }""", [i, j])
+
+
+def test_heatmap_masked_cells_scale_axes_and_thinned_labels(page, server, tmp_path):
+    analyze(page, server, "the cat sat on the mat", model="tiny-llama")
+    page.click("[data-view=heatmap]")
+    page.wait_for_selector("#app[data-state=ready][data-view=heatmap] canvas.heatmap")
+    assert pixel(page, "canvas.heatmap", 0, 3) == [207, 207, 207]  # causal: key after the query, grey
+    assert pixel(page, "canvas.heatmap", 3, 0) != [207, 207, 207]
+    cap = page.inner_text("figcaption")
+    assert "grey: masked" in cap and "linear" in cap  # <= 64 tokens: linear, as the static figures
+    page.hover("canvas.heatmap", position={"x": 2, "y": 2})
+    page.mouse.move(*_cell_xy(page, 0, 3))
+    assert "masked" in page.inner_text(".tooltip")
+    # > 64 keys: square-root scale by default (not ÷ row max), labels thinned, every label on hover
+    page.select_option("#model", "minilm")
+    page.fill("#text", LONG)
+    page.click("#analyze")
+    page.wait_for_selector("#app[data-state=ready][data-view=heatmap] canvas.heatmap[data-scale=sqrt]", timeout=60_000)
+    c = page.locator("canvas.heatmap")
+    assert int(c.get_attribute("data-stride-k")) > 1 and "square-root" in page.inner_text("figcaption")
+    left, top, cell = (float(c.get_attribute(a)) for a in ("data-left", "data-top", "data-cell"))
+    box = c.bounding_box()
+    page.mouse.move(box["x"] + left - 5, box["y"] + top + 7.5 * cell)  # the label column, an unlabelled row
+    tokens = page.evaluate("document.querySelector('#app').attnscope.s.streams.self.query_tokens")
+    assert page.inner_text(".tooltip") == f"query 7: {tokens[7]}"
+    shot(page, tmp_path, "explorer-heatmap-long")
+
+
+def _cell_xy(page, i, j):
+    c = page.locator("canvas.heatmap").first
+    left, top, cell = (float(c.get_attribute(a)) for a in ("data-left", "data-top", "data-cell"))
+    box = c.bounding_box()
+    return box["x"] + left + (j + 0.5) * cell, box["y"] + top + (i + 0.5) * cell
+
+
+def test_head_view_key_hover_isolate_and_sentence_pairs(page, server, tmp_path):
+    page.goto(server + "/")
+    page.wait_for_selector("#model option", state="attached")
+    page.fill("#text", "The cat sat on the mat.")
+    page.fill("#text-pair", "It was warm there.")
+    page.click("#analyze")
+    page.wait_for_selector("#app[data-state=ready]")
+    page.check("input[data-head='3']")
+    page.click("[data-view=head]")
+    page.wait_for_selector("#app[data-state=ready][data-view=head] #head-view")
+    box = page.locator("#head-view").bounding_box()
+    page.mouse.move(box["x"] + 400, box["y"] + 22 + 2.5 * 18)  # key 2 ("cat")
+    tip = page.inner_text(".tooltip")
+    assert tip.startswith("key 2: cat — who attends to it") and "head 3: most from" in tip
+    page.mouse.move(box["x"] - 30, box["y"] - 30)  # off the canvas: every line again
+    all_ink = painted(page, "#head-view")
+    page.select_option("#pair-filter", "AB")
+    page.wait_for_selector("#app[data-state=ready][data-view=head]")
+    assert "A → B" in page.inner_text("figcaption") and painted(page, "#head-view") < all_ink
+    page.select_option("#pair-filter", "all")
+    page.click(".legend .swatch[data-head='3']")  # isolate head 3 by its colour
+    page.wait_for_selector(".legend .swatch[data-head='3'][aria-pressed=true]")
+    assert page.eval_on_selector_all("#heads input:checked", "x => x.map(e => e.value)") == ["3"]
+    assert page.locator(".legend .swatch").count() == 2  # the other head stays in the legend, to bring it back
+    shot(page, tmp_path, "explorer-head-view")
+    page.click(".legend .swatch[data-head='3']")
+    page.wait_for_function("document.querySelectorAll('#heads input:checked').length === 2")
+
+
+def test_keyboard_navigation_and_accessible_names(page, server):
+    analyze(page, server, "The cat sat on the mat.")
+    page.focus("#view")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_selector("#app[data-state=ready]")
+    assert page.input_value("#layer") == "2"
+    assert page.eval_on_selector_all("#heads input:checked", "x => x.map(e => e.value)") == ["1"]
+    page.keyboard.press("ArrowUp")
+    assert page.input_value("#layer") == "1"
+    # every control has an accessible name; tables have captions and header scopes
+    unnamed = page.evaluate("""() => [...document.querySelectorAll('#app button, #app select, #app input, #app textarea, #app a')]
+        .filter(e => !(e.getAttribute('aria-label') || e.textContent.trim() || (e.closest('label') && e.closest('label').textContent.trim())))
+        .map(e => e.outerHTML.slice(0, 80))""")
+    assert unnamed == []
+    assert page.locator("#stats-table caption").count() == 1
+    assert page.locator("#stats-table thead th[scope=col]").count() >= 6
+    page.focus("#stats-table tbody tr[data-head='5']")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#app[data-state=ready][data-view=heatmap] canvas.heatmap[data-head='5']")
+
+
+def test_export_png_svg_trace_and_a_link_that_restores_the_view(page, server, tmp_path):
+    analyze(page, server, "A link brings this view back.")
+    page.select_option("#layer", "3")
+    page.check("input[data-head='4']")
+    page.uncheck("input[data-head='0']")
+    page.click("[data-view=heatmap]")
+    page.wait_for_selector("#app[data-state=ready][data-view=heatmap] canvas.heatmap[data-head='4']")
+    with page.expect_download() as d:
+        page.click("#export-png")
+    assert d.value.suggested_filename.endswith(".png") and open(d.value.path(), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with page.expect_download() as d:
+        page.click("#export-svg")
+    svg = open(d.value.path(), encoding="utf-8").read()
+    assert svg.startswith("<svg") and "<image" in svg and "layer 3" in svg
+    body = page.request.get(server + page.get_attribute("#export-trace", "href")).body()
+    from attnscope import AttentionTrace
+
+    (tmp_path / "t.safetensors").write_bytes(body)
+    assert AttentionTrace.load(tmp_path / "t.safetensors").texts["input"] == "A link brings this view back."
+    link = page.get_attribute("#permalink", "href")
+    page.goto(server + "/")  # a fresh page, then the link
+    page.wait_for_selector("#model option", state="attached")
+    page.goto(server + link)
+    page.wait_for_selector("#app[data-state=ready][data-view=heatmap] canvas.heatmap[data-head='4']", timeout=60_000)
+    assert page.input_value("#text") == "A link brings this view back." and page.input_value("#layer") == "3"
+    assert page.locator("canvas.heatmap").count() == 1
+
+
+def test_truncate_toggle(page, server):
+    page.goto(server + "/")
+    page.wait_for_selector("#model option", state="attached")
+    page.fill("#text", "word " * 600)
+    page.click("#analyze")
+    page.wait_for_selector(".status.error", timeout=60_000)
+    msg = page.inner_text(".status.error")
+    assert "truncate" in msg and "truncate=True" not in msg and "--truncate" not in msg
+    page.check("#truncate")
+    page.click("#analyze")
+    page.wait_for_selector("#app[data-state=ready] #model-view", timeout=60_000)
+    assert "truncated from 602 to 512 tokens" in page.inner_text("#status")
+
+
+def test_neuron_view(page, server, tmp_path):
+    analyze(page, server, "The cat sat on the mat because it was warm.")
+    page.select_option("#layer", "2")
+    page.click("[data-view=neuron]")
+    page.wait_for_selector("#app[data-state=ready][data-view=neuron] #neuron-view", timeout=60_000)
+    page.select_option("#neuron-query", "2")
+    page.wait_for_selector("#app[data-state=ready][data-view=neuron] #neuron-view")
+    assert painted(page, "#neuron-view") > 0.1
+    assert "layer 2, head 0" in page.inner_text("figcaption")
+    box = page.locator("#neuron-view").bounding_box()
+    page.mouse.move(box["x"] + 300, box["y"] + 34 + 14 * 3 - 5)  # a product cell of key 2
+    assert "dim" in page.inner_text(".tooltip") and "key 2" in page.inner_text(".tooltip")
+    shot(page, tmp_path, "explorer-neuron")
+
+
+def test_explain_ablate_and_analysis_panels(page, server, tmp_path):
+    analyze(page, server, "the cat sat on the mat", model="tiny-llama")
+    page.click("[data-view=explain]")
+    page.wait_for_selector("[aria-label='attribution methods'] input", state="attached")
+    methods = page.eval_on_selector_all("[aria-label='attribution methods'] input", "x => x.map(e => e.value)")
+    spec = page.request.get(server + "/openapi.json").json()["components"]["schemas"]["ExplainRequest"]
+    assert methods == spec["properties"]["methods"]["items"]["enum"]  # listed from the REST API
+    page.click("#explain-random")
+    page.click("#run-explain")
+    page.wait_for_selector("#app[data-panel=done] #explain-scores", timeout=60_000)
+    assert page.locator("#explain-agreement tbody tr").count() >= 1
+    shot(page, tmp_path, "explorer-explain", full_page=True)
+    page.click("[data-view=ablate]")
+    page.click("#run-ablate")
+    page.wait_for_selector("#app[data-panel=done] #ablate-result", timeout=60_000)
+    assert "KL" in page.inner_text("#ablate-result")
+    page.click("[data-view=analyses]")
+    names = page.eval_on_selector_all("#analysis-name option", "x => x.map(e => e.value)")
+    assert names == [a["name"] for a in page.request.get(server + "/v1/analyses").json()]
+    page.select_option("#analysis-name", "head_stats")
+    page.click("#run-analysis")
+    page.wait_for_selector("#app[data-panel=done] #analysis-grid table", timeout=60_000)
+    page.fill("#compare-text", "the dog sat on the rug")
+    page.click("#run-compare")
+    page.wait_for_selector("#app[data-panel=done] #analysis-grid", timeout=60_000)
+    assert "compare" in page.inner_text("#analysis-out")
+    shot(page, tmp_path, "explorer-analyses")
+
+
+def test_long_input_pooled_overview_and_zoom(page, server, tmp_path):
+    page.goto(server + "/")
+    page.wait_for_selector("#model option", state="attached")
+    page.fill("#text", LONG)
+    page.check("#long")
+    page.click("#analyze")
+    page.wait_for_selector("#app[data-state=ready][data-view=long] #pooled-view", timeout=60_000)
+    assert painted(page, "#pooled-view") > 0.3
+    box = page.locator("#pooled-view").bounding_box()
+    page.mouse.click(box["x"] + 40 + 10, box["y"] + 16 + 10)  # layer 0, head 0
+    page.wait_for_selector("#app[data-state=ready] #pooled-zoom", timeout=60_000)
+    cap = page.inner_text("figcaption")
+    assert "queries 0–" in cap
+    z = page.locator("#pooled-zoom").bounding_box()
+    page.mouse.move(z["x"] + 125, z["y"] + 115)
+    page.mouse.down()
+    page.mouse.move(z["x"] + 200, z["y"] + 190, steps=4)
+    page.mouse.up()
+    page.wait_for_function(f"document.querySelector('#app figcaption').textContent !== {cap!r}", timeout=60_000)
+    page.wait_for_selector("#app[data-state=ready] #pooled-zoom")
+    assert "(exact weights)" in page.inner_text("figcaption")
+    shot(page, tmp_path, "explorer-long-input")
+
+
+def test_live_tracking_timeline(page, server, tmp_path):
+    analyze(page, server, "The cat")
+    page.check("#live")
+    page.click("[data-view=head]")
+    page.focus("#text")
+    page.keyboard.press("End")
+    n_requests = []
+    page.on("request", lambda r: n_requests.append(r.url) if r.url.endswith("/v1/traces") else None)
+    for word in [" sat", " on", " the", " mat"]:
+        page.keyboard.type(word, delay=5)
+        page.wait_for_function("document.querySelector('#app').dataset.live === 'done'")
+        page.wait_for_timeout(250)
+    page.wait_for_function("document.querySelector('#app').attnscope.s.texts.input === 'The cat sat on the mat'")
+    assert page.locator("#timeline-table tbody tr").count() >= 2
+    assert len(n_requests) < len(" sat on the mat")  # debounced: not one request per key
+    shot(page, tmp_path, "explorer-live")

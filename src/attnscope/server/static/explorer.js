@@ -770,7 +770,7 @@
       const sq = stride(nq, nq * cellPx, pitch), sk = stride(nk, nk * cellPx, pitch);
       const W = Math.ceil(pad + nk * cellPx + barW), Hh = Math.ceil(Math.max(padTop + nq * cellPx + 4, padTop + 200));
       const c = el("canvas", { class: "heatmap", width: W * dpr, height: Hh * dpr, "data-head": head, "data-scale": scale,
-        "data-stride-q": sq, "data-stride-k": sk, role: "img", "aria-label": `${caption}: ${nq} queries × ${nk} keys, ${SCALES[scale].name}` });
+        "data-stride-q": sq, "data-stride-k": sk, "data-left": pad, "data-top": padTop, "data-cell": cellPx, role: "img", "aria-label": `${caption}: ${nq} queries × ${nk} keys, ${SCALES[scale].name}` });
       c.style.width = W + "px"; c.style.height = Hh + "px";
       const ctx = c.getContext("2d");
       ctx.scale(dpr, dpr); ctx.imageSmoothingEnabled = false;
