@@ -10,7 +10,8 @@ from .._lazy import lazy_exports
 # Public names and the submodule each comes from; a submodule (torch, transformers, Captum behind it) is
 # imported on first use so that `attnscope explain --help` starts fast. No submodule shares a public name.
 _EXPORTS = {
-    "head_importance": ".ablation", "ALL_METHODS": ".explanation", "Explanation": ".explanation",
+    "head_importance": ".ablation", "head_interactions": ".ablation", "HeadInteractions": ".ablation",
+    "ALL_METHODS": ".explanation", "Explanation": ".explanation",
     "agreement": ".explanation", "explain": ".explanation", "BIAS_NOTE": ".bias:NOTE",
     "BiasProbeResult": ".bias", "bias_probe": ".bias", "CAPTUM_METHODS": ".captum_methods",
     "Completeness": ".captum_methods", "captum_attributions": ".captum_methods",
@@ -31,7 +32,7 @@ __all__ = [
     "run_with_interventions", "intervene", "prediction_change", "encode", "output_logits",
     "AttentionGradients", "attention_gradients", "chefer_relevancy",
     "CAPTUM_METHODS", "Completeness", "captum_attributions", "ALL_METHODS", "Explanation", "explain", "agreement",
-    "head_importance", "DropoutConsistency", "dropout_consistency",
+    "head_importance", "head_interactions", "HeadInteractions", "DropoutConsistency", "dropout_consistency",
     "token_interventions", "compare_counterfactuals", "words",
     "BiasProbeResult", "bias_probe", "BIAS_NOTE", "FaithfulnessResult", "faithfulness",
 ]

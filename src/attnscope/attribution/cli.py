@@ -151,9 +151,16 @@ def ablate(
     dtype: DtypeOption = "float32",
     quiet: QuietOption = False,
     seed: int = typer.Option(0, help="Seed for a random classification head."),
+    interactions: int = typer.Option(0, "--interactions", help="Also zero every pair of the K heads with the largest "
+                                     "single-head ablation effect and plot the interaction (both − a − b); 0: off."),
+    interaction_metric: str = typer.Option("kl", help="Effect used for --interactions: kl, prob_shift, logit_diff "
+                                           "or loss_increase."),
 ) -> None:
     """Head importance over texts by ablation and/or gradient, as layer × head heatmaps; or, with --zero,
-    the prediction change (KL, probability shift, logit difference) of removing given heads."""
+    the prediction change (KL, probability shift, logit difference) of removing given heads.
+
+    With --interactions K, the top K heads by ablation effect are also zeroed in pairs: interactions.png
+    shows each pair's effect minus the sum of the two single effects."""
     check_out(out)
     set_threads(threads)
     set_placement(device, dtype)
@@ -183,6 +190,8 @@ def ablate(
         console.print(f"wrote {out / 'zero_heads.json'}", highlight=False)
         return
     methods = ["ablation", "gradient"] if method == "both" else [method]
+    if interactions and "ablation" not in methods:
+        raise InputError("--interactions needs the ablation method (--method ablation or both)")
     result = {}
     for m in methods:
         with progress_bar(f"head importance by {m}", quiet=quiet) as update:
@@ -194,6 +203,18 @@ def ablate(
         best = sorted(hs.rows(), key=lambda r: -r[metric])[:5]
         console.print(f"[bold]{m}[/bold] top heads: " + ", ".join(f"L{r['layer']}H{r['head']}={r[metric]:.3g}" for r in best))
         console.print(f"wrote {out / f'heads_{m}.png'}", highlight=False)
+        if m == "ablation" and interactions:
+            from .ablation import head_interactions
+            from .plots import plot_head_interactions
+
+            with progress_bar("pairwise ablation", quiet=quiet) as update:
+                inter = head_interactions(lm, texts, k=interactions, metric=interaction_metric, single=hs,
+                                          progress=update)
+            plot_head_interactions(inter, out / "interactions.png")
+            result["interactions"] = inter.to_dict()
+            console.print("largest interactions: " + ", ".join(f"{r['a']}+{r['b']}={r['interaction']:+.3g}"
+                                                               for r in inter.rows()[:5]))
+            console.print(f"wrote {out / 'interactions.png'}", highlight=False)
     (out / "head_importance.json").write_text(json.dumps(result, indent=1))
     console.print(f"wrote {out / 'head_importance.json'}", highlight=False)
 

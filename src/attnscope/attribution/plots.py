@@ -98,6 +98,43 @@ def plot_head_heatmap(values: np.ndarray, path, *, title: str = "head importance
 
 
 @styled
+def plot_head_interactions(res, path) -> Path:
+    """Pairwise head ablation: single-head effects (bars), the effect of zeroing each pair, and the interaction
+    term pair − single_a − single_b (diverging, centred on 0), values written in the cells."""
+    labels = res.labels()
+    k = len(labels)
+    fig, axes = subplots(1, 3, figsize=(4.0 + 2 * max(4.0, 0.55 * k + 1.5), max(3.4, 0.38 * k + 1.6)),
+                         gridspec_kw={"width_ratios": [0.8, 1, 1]})
+    ax = axes[0]
+    ax.barh(range(k), res.single, color="#3b75af")
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set_xlabel(f"{res.metric}, one head zeroed")
+    ax.set_title("single-head effect", fontsize=10)
+    lim_pair = float(np.abs(res.pair).max()) or 1.0
+    lim_int = float(np.abs(res.interaction).max()) or 1.0
+    for ax, m, title, lim in ((axes[1], res.pair, f"both zeroed ({res.metric})", lim_pair),
+                              (axes[2], res.interaction, "interaction: both − a − b", lim_int)):
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_xticks(range(k))
+        ax.set_xticklabels(labels, rotation=90, fontsize=8)
+        ax.set_yticks(range(k))
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, f"{m[i, j]:.2g}", ha="center", va="center", fontsize=6,
+                            color="white" if abs(m[i, j]) > 0.6 * lim else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"{res.model}: interactions of the top {k} heads under ablation ({res.texts} texts)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@styled
 def plot_faithfulness(result, path) -> Path:
     """Deletion and insertion curves (target probability vs fraction of tokens removed / inserted)."""
     fig, axes = subplots(1, 2, figsize=(9, 3.9), layout="constrained")
