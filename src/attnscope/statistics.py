@@ -9,6 +9,9 @@ Two entry points compute the same numbers:
   logarithm per element (the online-softmax identities of flash attention; Milakov & Gimelshein
   2018). The tests check the two agree with each other and with the eager reference.
 
+- :func:`row_statistics_from_lse` from scores and each row's log-sum-exp (which flash-attention kernels
+  return; ``capture/lse_stats.py``): no exponential for the largest weight and the threshold counts.
+
 Gini needs the row in sorted order (O(N log N) per row, several times the cost of everything else
 on a CPU at 512 tokens), so statistics mode leaves it out unless asked for (``STREAMING_STATS``);
 statistics computed from stored maps include it.
@@ -16,6 +19,7 @@ statistics computed from stored maps include it.
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Literal, get_args
 
 import numpy as np
@@ -188,4 +192,47 @@ def row_statistics_from_scores(
         for k in out:
             if k not in ("argmax", "allowed_keys"):  # argmax of an all-masked row is already column 0
                 out[k] = out[k].masked_fill(empty, 0)
+    return {k: out[k] for k in names}
+
+
+@torch.no_grad()
+def row_statistics_from_lse(
+    scores: torch.Tensor,
+    lse: torch.Tensor,
+    n_allowed: torch.Tensor,
+    query_positions: torch.Tensor,
+    key_offset: int = 0,
+    names: Iterable[str] | str | None = STREAMING_STATS,
+) -> dict[str, torch.Tensor]:
+    """The statistics of :func:`row_statistics` for ``p = exp(scores - lse)``, given each row's ``lse``.
+
+    scores: (..., Nq, Nk) float32 scaled scores, masked keys ``-inf``; lse: (..., Nq) ``log Σ exp(s)`` over
+    the allowed keys (as flash-attention kernels return it); n_allowed: (..., Nq) allowed keys per row.
+    The largest weight is ``exp(max s - lse)`` and ``p < t`` is ``s < lse + log t``, so max, argmax,
+    sparsity and effective positions take no exponential; entropy, Gini, first-token mass and mean
+    distance are computed from ``p`` (``capture/lse_stats.py`` takes the first and the mean distance of
+    causal rows from the attention call itself). Rows with no allowed key are the caller's to zero.
+    """
+    names = check_stat_names(names, ROW_STATS)
+    lse_col = lse[..., None]  # (..., Nq, 1)
+    out: dict[str, torch.Tensor] = {}
+    if "max" in names or "argmax" in names:
+        m, argmax = scores.max(-1)  # (..., Nq): the first index of the maximum
+        out["max"], out["argmax"] = torch.exp(m - lse), argmax + key_offset
+    nk = scores.shape[-1]
+    if "sparsity" in names:  # masked keys (-inf) count as below too, and are removed again
+        below = (scores < lse_col + math.log(SPARSITY_THRESHOLD)).sum(-1, dtype=torch.int32).float()
+        out["sparsity"] = (below - (nk - n_allowed)) / n_allowed.clamp(min=1)
+    if "effective_positions" in names:
+        out["effective_positions"] = (scores > lse_col + math.log(EFFECTIVE_THRESHOLD)).sum(-1, dtype=torch.int32).float()
+    if any(n in names for n in ("entropy", "gini", "first_token_mass", "mean_distance")):
+        probs = torch.exp(scores - lse_col)  # (..., Nq, Nk); masked keys exactly 0
+        rest = tuple(n for n in names if n in ("gini", "first_token_mass", "mean_distance"))
+        if rest:
+            got = _probability_stats(probs, n_allowed, query_positions, key_offset, rest, _no_buffer)
+            out.update({n: got[n] for n in rest})
+        if "entropy" in names:
+            out["entropy"] = -torch.special.xlogy(probs, probs).sum(-1)
+    if "allowed_keys" in names:
+        out["allowed_keys"] = n_allowed.long()
     return {k: out[k] for k in names}

@@ -10,8 +10,16 @@ alone at 512 tokens (``benchmarks/bench_fused.py``), so the statistics add 3-15 
 SDPA's within float32 rounding (tested), and it is computed from exactly the probabilities the
 statistics describe.
 
-Used only where it is exact and cheaper (:func:`applies`): the kernel built, CPU tensors, no gradient,
-no dropout, a boolean or no mask, no position bias / soft-capping / sinks (those take the general path).
+Used only where it is exact and cheaper (:func:`applies`): no gradient, no dropout, a boolean or no mask,
+no position bias / soft-capping / sinks (those take the general path), and a route for the device:
+
+- a CPU with the kernel built: the kernel route above, for every statistic;
+- any other device (CUDA): ``attnscope.capture.lse_stats``, one attention call that returns each row's
+  log-sum-exp and, through its value ``[V | K | j | e_0]``, the entropy, first-token mass and (causal
+  rows) mean distance with the output; an exp-free pass over score blocks for max, argmax and the
+  threshold counts. On a CPU it measured slower than the kernel route for every statistic, the ones it
+  covers included (docs/benchmarks.md, "Statistics without the map"), so a CPU without the kernel takes
+  the general path, which measured faster than the lse route there too.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from ..statistics import _gini
+from . import lse_stats
 from .native import KERNEL_STATS, kernel, native_softmax_row_stats
 from .recorders import Scratch
 
@@ -30,16 +39,10 @@ FUSED_BLOCK_ELEMENTS = 1 << 20
 
 def applies(query: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float, training: bool,
             extra: dict) -> bool:
-    """Whether :func:`stats_attention` can stand in for SDPA at this call."""
-    if query.device.type != "cpu" or (torch.is_grad_enabled() and query.requires_grad):
+    """Whether :func:`stats_attention` can stand in for SDPA at this call (module docstring)."""
+    if not lse_stats.applies(query, attention_mask, dropout, training, extra):  # the conditions both routes share
         return False
-    if dropout and training:
-        return False
-    if any(extra.get(k) is not None for k in ("position_bias", "softcap", "sinks")):
-        return False
-    if attention_mask is not None and attention_mask.dtype != torch.bool:
-        return False
-    return kernel() is not None
+    return query.device.type != "cpu" or kernel() is not None
 
 
 def _blocks(pairs: int, nq: int, nk: int, budget: int) -> list[tuple[slice, slice]]:
@@ -80,8 +83,10 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     key_offset: absolute position of key column 0. names: statistics wanted (``statistics.ROW_STATS``).
     row_kernel: a loaded row kernel (``native.load``) instead of the cached build (benchmarks compare builds).
     Returns the output (B, Nq, H, Dv) in the query's dtype (as transformers' SDPA forward returns it)
-    and name -> (B, H, Nq) statistics.
+    and name -> (B, H, Nq) statistics. Off the CPU: ``lse_stats.lse_attention`` (module docstring).
     """
+    if query.device.type != "cpu":
+        return lse_stats.lse_attention(query, key, value, attention_mask, scaling, causal, qpos0, key_offset, names)
     B, H, nq, d = query.shape
     nk, dv = key.shape[2], value.shape[-1]
     pairs = B * H
