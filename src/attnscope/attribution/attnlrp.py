@@ -137,6 +137,9 @@ def lrp_attention(module, query, key, value, attention_mask, *args, **kwargs):
     from ..capture.interface import attnscope_attention
 
     meter = _METER.get()
+    # this call's own nodes: with a KV cache, the cached key/value tensors are inputs of later calls as well,
+    # and their gradient would mix every call's relevance
+    query, key, value = query.view_as(query), key.view_as(key), value.view_as(value)
     out, w = attnscope_attention(module, scale_gradient(query, 0.25), scale_gradient(key, 0.25),
                                  scale_gradient(value, 0.5), attention_mask, *args, **kwargs)
     if meter is not None and out.requires_grad:

@@ -1,0 +1,140 @@
+"""Attribution across a generation (attnscope.attribution.generation_attribution): every step's row equals a
+fresh single-step attribution on the full prefix, computed here without the KV cache (plain transformers
+forward on input embeddings), for decoder-only LMs, transformers encoder-decoders and the GRU seq2seq."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from attnscope.attribution.generation_attribution import generation_attribution, seq2seq_attribution
+from attnscope.attribution.interventions import encode
+
+PROMPT = "the cat sat on"
+
+
+@pytest.fixture(scope="module")
+def llama(tiny):
+    return tiny("llama")
+
+
+def _prefix(lm, gen, i):
+    ids = encode(lm, PROMPT)[0]["input_ids"]
+    return torch.cat([ids, torch.tensor([gen[:i]], dtype=ids.dtype)], 1)  # (1, P + i)
+
+
+def test_grad_x_input_with_cache_equals_fresh_full_prefix(llama):
+    r = generation_attribution(llama, PROMPT, 3, "grad_x_input")
+    p = len(r.prompt_tokens)
+    assert r.scores.shape == (len(r.generated_ids), p + len(r.generated_ids) - 1) and r.meta["kv_cache"]
+    for i, t in enumerate(r.generated_ids):
+        prefix = _prefix(llama, r.generated_ids, i)
+        x = llama.model.get_input_embeddings()(prefix).detach().requires_grad_(True)  # (1, N, D)
+        logits = llama.model(inputs_embeds=x, use_cache=False).logits[0, -1]
+        assert int(logits.argmax()) == t  # greedy
+        (g,) = torch.autograd.grad(logits[t], x)
+        want = (x * g).sum(-1)[0].detach().double().numpy()
+        np.testing.assert_allclose(r.scores[i, :p + i], want, rtol=1e-4, atol=1e-6)
+        assert np.isnan(r.scores[i, p + i:]).all()
+        assert r.target_logits[i] == pytest.approx(float(logits[t].detach()), rel=1e-5)
+
+
+def test_attnlrp_with_cache_equals_fresh_and_conserves(llama):
+    from attnscope.attribution.attnlrp import relevance
+
+    r = generation_attribution(llama, PROMPT, 3, "attnlrp")
+    p = len(r.prompt_tokens)
+    for i, t in enumerate(r.generated_ids):
+        rel, _, _, check = relevance(llama, {"input_ids": _prefix(llama, r.generated_ids, i)}, target=t)
+        np.testing.assert_allclose(r.scores[i, :p + i], rel.sum(-1).numpy(), rtol=1e-4, atol=1e-6)
+        assert check.ok and r.checks[i]["check"] == "conservation" and r.checks[i]["ok"]
+    assert r.failed_steps == [] and not r.warnings
+
+
+def test_integrated_gradients_per_step_are_complete(llama):
+    """Σ of each row = F(prefix) − F(baseline), both computed here (baseline: pad for every token but the
+    special ones)."""
+    r = generation_attribution(llama, PROMPT, 2, "integrated_gradients", ig_steps=4)
+    pad = llama.tokenizer.pad_token_id
+    emb = llama.model.get_input_embeddings()
+    for i, t in enumerate(r.generated_ids):
+        prefix = _prefix(llama, r.generated_ids, i)
+        base = prefix.clone()
+        keep = torch.tensor(llama.tokenizer.get_special_tokens_mask(prefix[0].tolist(), already_has_special_tokens=True),
+                            dtype=torch.bool)
+        base[0, ~keep] = pad
+        with torch.no_grad():
+            diff = float(llama.model(inputs_embeds=emb(prefix)).logits[0, -1, t]
+                         - llama.model(inputs_embeds=emb(base)).logits[0, -1, t])
+        assert np.nansum(r.scores[i]) == pytest.approx(diff, rel=0.05, abs=1e-3)
+        assert r.checks[i]["check"] == "completeness" and r.checks[i]["ok"]
+        assert not r.meta["kv_cache"]
+
+
+def test_seq2seq_source_and_target_equal_fresh(tiny):
+    t5 = tiny("t5")
+    r = seq2seq_attribution(t5, "the cat sat on the mat", 3)
+    src = t5.tokenizer("the cat sat on the mat", return_tensors="pt")
+    shared = t5.model.get_input_embeddings()
+    start = t5.model.config.decoder_start_token_id
+    assert r.source_scores.shape == (len(r.generated_ids), src["input_ids"].shape[1])
+    for i, t in enumerate(r.generated_ids):
+        x = shared(src["input_ids"]).detach().requires_grad_(True)  # (1, S, D)
+        y = shared(torch.tensor([[start] + r.generated_ids[:i]])).detach().requires_grad_(True)  # (1, i + 1, D)
+        logits = t5.model(inputs_embeds=x, attention_mask=src["attention_mask"], decoder_inputs_embeds=y,
+                          use_cache=False).logits[0, -1]
+        assert int(logits.argmax()) == t
+        gx, gy = torch.autograd.grad(logits[t], [x, y])
+        np.testing.assert_allclose(r.source_scores[i], (x * gx).sum(-1)[0].detach().numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(r.scores[i, :i + 1], (y * gy).sum(-1)[0].detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_gru_seq2seq_equals_teacher_forced_forward():
+    from attnscope.seq2seq.data import BOS_ID
+    from attnscope.seq2seq.model import Seq2Seq, Seq2SeqConfig
+
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig.tiny(12, 12)).eval()
+    source = [4, 5, 6, 7, 2]
+    r = seq2seq_attribution(model, source, 3)
+    for i, t in enumerate(r.generated_ids):
+        leaves = []
+
+        def hook(m, inp, out):
+            leaves.append(out.detach().requires_grad_(True))
+            return leaves[-1]
+
+        hs = [model.encoder.embed.register_forward_hook(hook), model.decoder.embed.register_forward_hook(hook)]
+        try:
+            src = torch.tensor([source])
+            logits, _ = model(src, torch.ones_like(src, dtype=torch.bool), torch.tensor([[BOS_ID] + r.generated_ids[:i]]))
+        finally:
+            for h in hs:
+                h.remove()
+        grads = torch.autograd.grad(logits[0, -1, t], leaves)
+        np.testing.assert_allclose(r.source_scores[i], (leaves[0] * grads[0]).sum(-1)[0].detach().numpy(),
+                                   rtol=1e-4, atol=1e-7)
+        want = [float((leaf * g).sum()) for leaf, g in zip(leaves[1:], grads[1:])]
+        np.testing.assert_allclose(r.scores[i, :i + 1], want, rtol=1e-4, atol=1e-7)
+
+
+def test_cli_attribute_generation(llama, tmp_path, capsys):
+    import json
+
+    from attnscope.cli import main
+
+    d = tmp_path / "tiny-llama"
+    llama.model.save_pretrained(d)
+    llama.tokenizer.save_pretrained(d)
+    with pytest.raises(SystemExit) as e:
+        main(["attribute-generation", PROMPT, "-m", str(d), "-n", "2", "--method", "attnlrp", "-o",
+              str(tmp_path / "o"), "--quiet"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "conservation: ok" in out and "attnlrp:" in out
+    res = json.loads((tmp_path / "o" / "generation.json").read_text())
+    assert len(res["generated_tokens"]) == 2 and res["note"] and (tmp_path / "o" / "generation.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as e:
+        main(["attribute-generation", PROMPT, "-m", str(d), "-n", "0", "-o", str(tmp_path / "p")])
+    assert e.value.code == 2 and "max_new_tokens must be 1..256" in capsys.readouterr().err
