@@ -390,9 +390,14 @@ def dialogue_command(
     with status(f"reading the dialogue with {model}", quiet=quiet):
         d = dialogue_attention(model, msgs, exclude_sink=not keep_sink)
     plots.plot_dialogue(d, out / "dialogue.png")
+    plots.plot_dialogue_flow(d, out / "dialogue_flow.png")
     _write_json(out / "dialogue.json", d.summary())
     console = _console()
+    coh = d.coherence()
+    import numpy as np
+
     for i in range(1, len(d.turns)):
         reads = ", ".join(f"{j}:{d.turns[j].role} {s:.0%}" for j, s in d.reads(i)[:3])
-        console.print(f"turn {i} ({d.turns[i].role}) reads {reads}")
-    console.print(f"figure: {out / 'dialogue.png'}")
+        console.print(f"turn {i} ({d.turns[i].role}) reads {reads}; coherence lift {np.nanmean(coh.lift[:, i]):.2f}")
+    console.print(f"coherence score (mean lift over turns and layers): {coh.overall:.2f}")
+    console.print(f"figures: {out / 'dialogue.png'}, {out / 'dialogue_flow.png'}")

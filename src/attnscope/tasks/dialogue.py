@@ -8,6 +8,17 @@ attention makes it lower-triangular; row i shows which earlier turns turn i read
 token is an attention sink in most LMs (Xiao et al. 2023), its mass is left out by default and the
 rows renormalised; ``sink_share`` keeps it. A template's implicit preamble (SmolLM2 adds a default
 system prompt) becomes its own turn.
+
+Coherence (:meth:`DialogueAttention.coherence`): how strongly each turn reads the conversation before it,
+relative to a reader without preferences. For turn i and layer l, the *lookback share* o_i is the part of
+the turn's attention (mean over its tokens and the heads, sink excluded) that lands on earlier turns — the
+turn-level form of Chuang et al. 2024's lookback ratio ("Lookback Lens", attention on the context vs on the
+newly written tokens). Raw shares grow with the length of the history, so they are divided by e_i, the
+share a token would give to earlier turns if it spread its attention uniformly over every key it may see
+(sink excluded likewise), averaged over the turn's tokens: ``lift_i = o_i / e_i``. 1 = reads the history as
+much as a uniform reader; < 1 = stays inside its own turn (the usual local bias); > 1 = reaches back more
+than position alone would give. The conversation's score per layer is the mean lift over turns 1..T−1. It
+describes where attention goes — not whether the dialogue is good, nor which turn is relevant.
 """
 
 from __future__ import annotations
@@ -62,12 +73,72 @@ class DialogueAttention:
         tot = row.sum()
         return sorted(((j, float(v / tot) if tot > 0 else 0.0) for j, v in enumerate(row)), key=lambda x: -x[1])
 
+    def coherence(self) -> "DialogueCoherence":
+        """Lookback share, its uniform-attention expectation and their ratio per turn and layer (module docstring)."""
+        n_turns = len(self.turns)
+        expected = expected_lookback(self.token_turn, n_turns, self.meta.get("exclude_sink", True))  # (T,)
+        observed = self.previous_turn_share()  # (L, T)
+        scored = [i for i in range(1, n_turns) if expected[i] > 0]
+        lift = np.full_like(observed, np.nan)
+        lift[:, scored] = observed[:, scored] / expected[scored]
+        score = np.nanmean(lift[:, scored], axis=1) if scored else np.full(len(self.layers), np.nan)
+        return DialogueCoherence(list(self.layers), observed, expected, lift, scored, score)
+
     def summary(self) -> dict[str, Any]:
         return {"turns": [{"role": t.role, "content": t.content[:80], "implicit": t.implicit} for t in self.turns],
                 "layers": self.layers,
                 "reads_mean_over_layers": {i: [(j, round(s, 3)) for j, s in self.reads(i)] for i in range(1, len(self.turns))},
                 "previous_turn_share": {l: [round(float(x), 3) for x in row] for l, row in
-                                        zip(self.layers, self.previous_turn_share())}}
+                                        zip(self.layers, self.previous_turn_share())},
+                "coherence": self.coherence().to_dict()}
+
+
+@dataclass
+class DialogueCoherence:
+    """Per turn and layer: lookback share (observed), its uniform-attention expectation and their ratio (lift)."""
+
+    layers: list[int]
+    observed: np.ndarray  # (layer, turn): share of the turn's attention on earlier turns
+    expected: np.ndarray  # (turn,): the same for uniform attention over the visible keys
+    lift: np.ndarray  # (layer, turn): observed / expected; NaN for turn 0 (no history)
+    scored: list[int]  # turns with a history
+    score: np.ndarray  # (layer,): mean lift over the scored turns
+
+    @property
+    def overall(self) -> float:
+        """Mean of the per-layer scores."""
+        return float(np.nanmean(self.score)) if len(self.score) else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        def r(x) -> Any:
+            return None if not np.isfinite(x) else round(float(x), 4)
+
+        return {"definition": "lift = lookback share / uniform-attention expectation; score = mean lift over turns "
+                              "with a history", "overall": r(self.overall), "scored_turns": self.scored,
+                "expected": [r(x) for x in self.expected],
+                "score_by_layer": {l: r(v) for l, v in zip(self.layers, self.score)},
+                "lift_by_layer": {l: [r(x) for x in row] for l, row in zip(self.layers, self.lift)}}
+
+
+def expected_lookback(token_turn: Sequence[int], n_turns: int, exclude_sink: bool = True) -> np.ndarray:
+    """(turn,): mean over a turn's tokens of the share of earlier-turn tokens among the keys each token may see
+    (causal: itself and before; tokens outside every turn and, with ``exclude_sink``, the first token left out)
+    — what the lookback share would be if every token attended uniformly."""
+    tt = np.asarray(token_turn)
+    n = len(tt)
+    visible = (tt >= 0).astype(float)  # (N,)
+    if exclude_sink and n:
+        visible[0] = 0.0
+    out = np.zeros(n_turns)
+    for i in range(n_turns):
+        rows = np.flatnonzero(tt == i)
+        if not len(rows):
+            continue
+        earlier = np.cumsum(visible * ((tt >= 0) & (tt < i)))  # (N,) earlier-turn keys at or before each position
+        seen = np.cumsum(visible)  # (N,)
+        share = np.divide(earlier[rows], seen[rows], out=np.zeros(len(rows)), where=seen[rows] > 0)
+        out[i] = share.mean()
+    return out
 
 
 def _render(tok, messages, add_generation_prompt: bool = False) -> str:
@@ -135,6 +206,16 @@ def dialogue_attention(lm: LoadedModel | str, messages: Sequence[dict], *, layer
         k = next((i for i, t in enumerate(turns) if t.start <= s < t.end), -1) if e > s else -1
         token_turn.append(k)
     w = trace.weights("self").double().numpy().mean(1)  # (L, N, N): head mean
+    values, sink_share = pool_turns(w, token_turn, turns, exclude_sink)
+    return DialogueAttention(turns, trace.layers["self"], values, sink_share, token_turn, text, trace,
+                             meta={"exclude_sink": exclude_sink})
+
+
+def pool_turns(w: np.ndarray, token_turn: Sequence[int], turns: Sequence[Turn],
+               exclude_sink: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Token attention (L, N, N) → ((L, T, T) turn × turn matrices, (L, T) sink share): entry (i, j) is the mean
+    over turn i's tokens of their mass on turn j's tokens; with ``exclude_sink`` the first token's mass is
+    removed and rows renormalised first."""
     n_turns = len(turns)
     tt = np.array(token_turn)
     if exclude_sink:
@@ -155,5 +236,4 @@ def dialogue_attention(lm: LoadedModel | str, messages: Sequence[dict], *, layer
     to_turn = w @ onehot  # (L, N, T): each token's mass on each turn
     values = np.einsum("nt,lnk->ltk", onehot, to_turn) / counts[None, :, None]  # (L, T, T)
     sink_share = (sink @ onehot) / counts[None]  # (L, T)
-    return DialogueAttention(turns, trace.layers["self"], values, sink_share, token_turn, text, trace,
-                             meta={"exclude_sink": exclude_sink})
+    return values, sink_share

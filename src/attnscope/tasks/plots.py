@@ -306,6 +306,51 @@ def plot_dialogue(d, path, layers: Sequence[int] | None = None) -> Path:
     return _save(fig, path)
 
 
+@styled
+def plot_dialogue_flow(d, path) -> Path:
+    """Per-turn attention flow (mean over layers): where each turn's attention goes — each earlier turn, its own
+    turn — and the coherence lift (lookback share / uniform expectation) per turn and layer, with the
+    conversation's score per layer."""
+    coh = d.coherence()
+    m = d.values.mean(0)  # (T, T) mean over layers
+    n = len(d.turns)
+    labels = [f"{i}:{t.role}" for i, t in enumerate(d.turns)]
+    colors = __import__("matplotlib").colormaps["tab10"]
+    fig, axes = subplots(1, 3, figsize=(16, max(3.6, 0.45 * n + 1.8)), gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    ax = axes[0]
+    for i in range(n):
+        left = 0.0
+        for j in range(i + 1):
+            w = float(m[i, j])
+            ax.barh(i, w, left=left, color="#dddddd" if j == i else colors(j % 10), edgecolor="white", lw=0.5)
+            if w > 0.06:
+                ax.text(left + w / 2, i, f"{j}" if j < i else "own", ha="center", va="center", fontsize=7)
+            left += w
+    ax.set_yticks(range(n))
+    ax.set_yticklabels(_short(labels, 22), fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the turn's attention (sink excluded), mean over layers")
+    ax.set_title("attention flow: which turns each turn reads (bar labels: source turn)", fontsize=9)
+    ax = axes[1]
+    for i in coh.scored:
+        ax.plot(coh.layers, coh.lift[:, i], marker=".", color=colors(i % 10), label=labels[i])
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("lift = lookback share / uniform expectation")
+    ax.set_title("coherence lift per turn (1 = as a uniform reader)", fontsize=9)
+    ax.legend(fontsize=6)
+    ax = axes[2]
+    ax.plot(coh.layers, coh.score, marker="o", color="#3b75af")
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("coherence score (mean lift)")
+    ax.set_title(f"conversation score per layer (mean {coh.overall:.2f})", fontsize=9)
+    fig.suptitle("Dialogue: per-turn attention flow and coherence", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _pick(values: Sequence[int], n: int) -> list[int]:
     values = list(values)
     if len(values) <= n:
