@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnscope.attribution.attnlrp import attnlrp
+from attnscope.attribution.attnlrp import attnlrp_attribution
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_attnlrp_matches_hand_propagation(one_layer_bert):
 
     text = "the film was not bad at all"
     inputs, _ = encode(one_layer_bert, text)
-    res = attnlrp(one_layer_bert, text, target=1, allow_random_head=True)
+    res = attnlrp_attribution(one_layer_bert, text, target=1, allow_random_head=True)
     want, logit, bias, softmax = hand_lrp(one_layer_bert, inputs["input_ids"], 1)
     assert res.logit == pytest.approx(logit, rel=1e-9)
     np.testing.assert_allclose(res.scores, want, rtol=1e-6, atol=1e-9)
@@ -155,7 +155,7 @@ def test_attnlrp_conserves_on_both_families(tiny, bert_tokenizer, family):
         cfg = tf.BertConfig(vocab_size=bert_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                             num_attention_heads=4, intermediate_size=37)
         lm = wrap_model(tf.BertForSequenceClassification(cfg).eval(), bert_tokenizer, name="tiny-bert-cls")
-    res = attnlrp(lm, "the cat sat on the mat", allow_random_head=True)
+    res = attnlrp_attribution(lm, "the cat sat on the mat", allow_random_head=True)
     c = res.conservation
     assert c.ok, c
     assert res.scores.sum() == pytest.approx(c.input_relevance, rel=1e-6)
@@ -176,6 +176,28 @@ def test_unruled_operation_fails_loudly(tiny, bert_tokenizer):
 
     bad = copy.deepcopy(tiny("llama").model)
     bad.model.norm = ScaleByNorm()
-    res = attnlrp(wrap_model(bad, bert_tokenizer, name="tiny-llama-unruled"), "the cat sat on the mat")
+    bad_lm = wrap_model(bad, bert_tokenizer, name="tiny-llama-unruled")
+    res = attnlrp_attribution(bad_lm, "the cat sat on the mat")
     assert not res.conservation.ok
     assert any("ATTNLRP CONSERVATION FAILED" in w for w in res.warnings)
+
+    # in explain: flagged, kept out of the agreement rows, its note and check shown
+    from attnscope.attribution import explain
+
+    methods = ["attention", "rollout", "attnlrp"]
+    e = explain(bad_lm, "the cat sat on the mat", methods)
+    assert e.failed_checks == ["attnlrp"] and e.checks["attnlrp"] == {"check": "conservation", "ok": False}
+    assert all("attnlrp" not in (r["a"], r["b"]) for r in e.agreement) and e.agreement
+    assert any("ATTNLRP CONSERVATION FAILED" in w for w in e.warnings)
+    good = explain(tiny("llama"), "the cat sat on the mat", methods)
+    assert good.failed_checks == [] and any(r["b"] == "attnlrp" for r in good.agreement)
+    assert good.to_dict()["notes"]["attnlrp"].startswith("Layer-wise relevance") and set(good.notes) == set(methods)
+
+
+def test_method_notes_table_is_in_the_docs():
+    from pathlib import Path
+
+    from attnscope.attribution.method_notes import markdown_table
+
+    docs = (Path(__file__).parents[1] / "docs" / "attribution.md").read_text(encoding="utf-8")
+    assert markdown_table() in docs

@@ -1,4 +1,4 @@
-"""Attribution across a generation (attnscope.attribution.generation_attribution): every step's row equals a
+"""Attribution across a generation (attnscope.attribution.generation): every step's row equals a
 fresh single-step attribution on the full prefix, computed here without the KV cache (plain transformers
 forward on input embeddings), for decoder-only LMs, transformers encoder-decoders and the GRU seq2seq."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnscope.attribution.generation_attribution import generation_attribution, seq2seq_attribution
+from attnscope.attribution.generation import generation_attribution, seq2seq_attribution
 from attnscope.attribution.interventions import encode
 
 PROMPT = "the cat sat on"

@@ -322,7 +322,7 @@ def relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | st
     return rel[0], logits.detach(), t, check
 
 
-def attnlrp(lm: LoadedModel, text: str, *, target: int | str | None = None, position: int | None = None,
+def attnlrp_attribution(lm: LoadedModel, text: str, *, target: int | str | None = None, position: int | None = None,
             allow_random_head: bool = False) -> AttnLRPResult:
     """AttnLRP relevance (Achtibat et al. 2024) of one prediction's target logit, per input token, with the
     conservation check (:class:`Conservation`; module docstring).
