@@ -37,6 +37,7 @@ EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("attnscope.attribution.cli", "probe", "probe"),
     ("attnscope.attribution.cli", "counterfactual", "counterfactual"),
     ("attnscope.attribution.cli", "dropout", "dropout"),
+    ("attnscope.attribution.cli", "faithfulness", "faithfulness"),
     ("attnscope.positional.cli", "positional", "positional"),
 ]
 # The first line of each command's help, shown by `attnscope --help` without importing the command's module.
@@ -59,6 +60,9 @@ SHORT_HELP: dict[str, str] = {
                       "change, or user-given counterfactual texts compared with the original (KL, probability shift, "
                       "attention MSE/KL).",
     "dropout": "MC-dropout consistency of attention: mean/std/CV maps and pairwise correlation of runs.",
+    "faithfulness": "Faithfulness benchmark: every explanation method scored on many examples (deletion/insertion "
+                    "AOPC, ERASER comprehensiveness/sufficiency, agreement with leave-one-out, runtime) with bootstrap "
+                    "CIs and paired tests.",
     "positional": "Positional encodings and attention: sinusoidal matrix and position similarity; learned positions' "
                   "similarity and the content/position split of layer-0 scores; rotary frequencies and a head's q·k vs "
                   "distance.",

@@ -346,3 +346,106 @@ def dropout(
     console.print(f"{runs} runs: pairwise correlation mean {np.mean(c):.3f} (min {np.min(c):.3f}); "
                   f"mean CV {r.head_cv().mean():.3f}")
     console.print(f"wrote {out / 'dropout.png'}, {out / 'dropout.json'}", highlight=False)
+
+
+def faithfulness(
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP + " 'sentiment-minilm': the fine-tuned tweet "
+                              "classifier (attnscope tasks sentiment train)."),
+    data: str = typer.Option(..., "--data", "-d", help="Examples: a .jsonl file ({\"text\": ...} per line), a text "
+                             "file (one per line), or tweets-heldout / bbc-sentences (packaged)."),
+    methods: str = typer.Option("all", help="Comma-separated method names, or 'all' (every registered method); "
+                                "the baselines random and attention are always added."),
+    n: int = typer.Option(200, "--n", help="Number of examples (1-10000)."),
+    out: Path = typer.Option(Path("attnscope-faithfulness"), "--out", "-o", help="Output directory: scores.parquet, "
+                             "summary.json, table.md, curves.png."),
+    task: str = typer.Option("auto", help=TASK_HELP),
+    replacement: str = typer.Option("auto", help="Token a removed token is replaced by: auto (the Captum baseline "
+                                    "token: pad, else unk, else eos), pad, mask or unk."),
+    steps: int = typer.Option(10, help="Points of the deletion/insertion curves after the first (1-100)."),
+    absolute: bool = typer.Option(False, "--absolute", help="Rank tokens by |score| (default: signed, evidence for "
+                                  "the target first)."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Skip examples longer than this many tokens (4-512)."),
+    ig_steps: int = typer.Option(32, help="Integrated-gradients steps (1-1024)."),
+    samples: int = typer.Option(32, help="LIME samples; Shapley uses samples/8 permutations (1-4096)."),
+    bootstrap: int = typer.Option(2000, help="Bootstrap resamples of the confidence intervals (100-100000)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Perturbed inputs per forward pass (1-4096)."),
+    checkpoint_every: int = typer.Option(10, "--checkpoint-every", help="Write the files of the examples done so far "
+                                         "every this many examples (1-10000), so a long run leaves usable results."),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
+    seed: int = typer.Option(0, help="Seed (example order, random baseline, sampling, bootstrap)."),
+    allow_random_head: bool = typer.Option(False, "--allow-random-head", help="Run even when the prediction head "
+                                           "is randomly initialised (the result then scores random weights)."),
+) -> None:
+    """Faithfulness benchmark: every explanation method scored on many examples (deletion/insertion AOPC, ERASER
+    comprehensiveness/sufficiency, agreement with leave-one-out, runtime) with bootstrap CIs and paired tests."""
+    from .faithfulness_benchmark import LIMITS, _bounded, load_examples, resolve_methods, select_examples
+
+    for name, v in (("n", n), ("steps", steps), ("max_tokens", max_tokens), ("ig_steps", ig_steps),
+                    ("n_samples", samples), ("n_boot", bootstrap), ("batch_size", batch_size),
+                    ("checkpoint_every", checkpoint_every)):
+        try:
+            _bounded(name, v)
+        except InputError:
+            lo, hi = LIMITS[name]
+            flag = {"n_samples": "samples", "n_boot": "bootstrap"}.get(name, name).replace("_", "-")
+            raise InputError(f"--{flag} must be between {lo} and {hi}, got {v}") from None
+    if not 0 <= seed < 2**32:
+        raise InputError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
+    from .aopc import REPLACEMENTS
+
+    if replacement not in REPLACEMENTS:
+        raise InputError(f"--replacement must be one of {', '.join(REPLACEMENTS)}, got {replacement!r}")
+    resolve_methods(methods)  # unknown names fail before the model loads
+    check_out(out)
+    set_threads(threads)
+    set_placement(device, dtype)
+    from .faithfulness_benchmark import faithfulness_benchmark
+
+    if model == "sentiment-minilm":
+        from ..errors import ModelLoadError
+        from ..tasks.sentiment import default_model_dir
+
+        if not (default_model_dir() / "config.json").is_file():
+            raise ModelLoadError("no fine-tuned sentiment model yet; train it with `attnscope tasks sentiment train`")
+        model = str(default_model_dir())
+    examples = load_examples(data, n, seed)
+    with status(f"loading {model}", quiet=quiet):
+        lm = load_for_task(model, task, seed=seed, note=False)
+    chosen, skipped = select_examples(lm, examples, n, max_tokens)
+    if not chosen:
+        raise InputError(f"no example of --data has at most {max_tokens} tokens and two removable tokens")
+    if len(chosen) < n:
+        console.print(f"[yellow]{len(chosen)} examples (of {n} asked) fit --max-tokens {max_tokens}[/yellow]")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(partial) -> None:
+        partial.save(out)
+
+    with progress_bar(f"scoring {len(resolve_methods(methods))} methods", quiet=quiet) as update:
+        r = faithfulness_benchmark(lm, chosen, methods, steps=steps, replacement=replacement, absolute=absolute,
+                                   seed=seed, ig_steps=ig_steps, n_samples=samples, n_boot=bootstrap,
+                                   batch_size=batch_size, allow_random_head=allow_random_head, progress=update,
+                                   checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    r.meta.update({"data": str(data), "skipped_examples": skipped, "max_tokens": max_tokens})
+    for w in r.meta.get("warnings", []):
+        console.print(f"[bold red]WARNING:[/bold red] [red]{escape(w)}[/red]")
+    paths = r.save(out)
+    from rich.table import Column
+
+    table = Table(Column("method", no_wrap=True), "AOPC del ↑", "AOPC ins ↑", "comp ↑", "suff ↓", "ρ LOO ↑",
+                  "s/example", "n", "flags")
+    for s in r.summary:
+        if s["status"] != "ok":
+            table.add_row(s["method"], *["–"] * 6, "0", escape(s["status"][:80]))
+            continue
+        cells = [f"{s[k]['mean']:.3f}" for k in
+                 ("aopc_deletion", "aopc_insertion", "comprehensiveness_aopc", "sufficiency_aopc", "spearman_loo")]
+        flag = f"[red]⚠ failed its check on {s['flagged']}[/red]" if s["flagged"] else ""
+        table.add_row(s["method"], *cells, f"{s['runtime_s']['mean']:.3f}", str(s["n"]), flag)
+    console.print(table)
+    console.print(f"means over the examples; 95 % bootstrap intervals in {out / 'table.md'}", highlight=False)
+    console.print(escape(r.verdict), highlight=False)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)

@@ -218,3 +218,72 @@ def plot_token_effects(rows: Sequence[dict[str, Any]], path, *, title: str = "to
 METRIC_TITLES = {"kl": "KL(original ‖ edited prediction)", "attention_mse": "attention change (MSE)",
                  "attention_kl": "attention change (mean KL)", "prob_shift": "probability shift",
                  "logit_diff": "logit change"}
+
+
+@styled
+def plot_benchmark_curves(result, path) -> Path:
+    """Faithfulness benchmark: mean deletion and insertion curves per method (top), mean comprehensiveness
+    and sufficiency at the ERASER fractions (bottom); the random floor dashed, flagged methods marked."""
+    fig, axes = subplots(2, 2, figsize=(10, 7.2), layout="constrained")
+    names = [m for m in result.methods if m in result.curves["deletion"]]
+    cmap = __import__("matplotlib").colormaps["tab20"]
+    colors = {m: ("#777777" if m == "random" else cmap(i % 20)) for i, m in enumerate(n for n in names)}
+    flagged = {s["method"] for s in result.summary if s.get("flagged")}
+    fr = np.asarray(result.meta.get("eraser_fractions", []), float)
+    for ax, kind in zip(axes[0], ("deletion", "insertion")):
+        for m in names:
+            ax.plot(result.fractions, result.curves[kind][m], color=colors[m], lw=1.4,
+                    ls="--" if m == "random" else "-", marker="o", ms=2.5)
+        ax.set_xlabel(f"fraction of tokens {'removed' if kind == 'deletion' else 'inserted'} (most important first)")
+        ax.set_ylabel("p(target), mean over examples")
+        ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} curve is more faithful)", fontsize=10)
+    for ax, kind in zip(axes[1], ("comprehensiveness", "sufficiency")):
+        for m in names:
+            ys = [result.meta.get("eraser_means", {}).get(f"{m}|{kind}|{round(f * 100):02d}", np.nan) for f in fr]
+            ax.plot(fr * 100, ys, color=colors[m], lw=1.4, ls="--" if m == "random" else "-", marker="o", ms=3)
+        ax.set_xscale("log")
+        ax.set_xticks(fr * 100)
+        ax.set_xticklabels([f"{f * 100:g}%" for f in fr])
+        ax.set_xlabel("top-k fraction of tokens (ERASER)")
+        ax.set_ylabel(f"{kind}, mean")
+        ax.set_title(f"{kind} ({'higher' if kind == 'comprehensiveness' else 'lower'} is more faithful)", fontsize=10)
+    handles = axes[0, 0].get_lines()
+    labels = [m + (" (⚠ failed its check on some examples)" if m in flagged else "") for m in names]
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(names)), fontsize=8, frameon=False)
+    fig.suptitle(f"{result.meta.get('model', '')}: faithfulness of {len(names)} methods on "
+                 f"{result.meta.get('n_examples', '?')} examples (removed tokens → "
+                 f"{result.meta.get('replacement_token', '?')})", fontsize=11)
+    return _save(fig, path)
+
+
+@styled
+def plot_generation_attribution(res, path) -> Path:
+    """Heatmap of a generation's attribution: generated tokens (rows) × prompt and previous tokens (columns),
+    each row scaled to max |score| = 1 (signed: red raises the generated token's logit, blue lowers it); not-yet-
+    generated cells blank. Encoder-decoders get the source on the left. Steps that failed their check are
+    marked ⚠ on their row."""
+    from ..render.style import set_token_ticks
+
+    mats = ([("source", res.source_scores, res.source_tokens)] if res.source_scores is not None else []) + \
+        [("prompt + previous tokens" if res.source_scores is None else "target prefix", res.scores,
+          res.context_tokens)]
+    scale = np.nanmax(np.abs(np.concatenate([m for _, m, _ in mats], axis=1)), axis=1, keepdims=True)  # (G, 1)
+    scale[~(scale > 0)] = 1.0
+    g = len(res.generated_tokens)
+    widths = [max(2.0, 0.32 * m.shape[1]) for _, m, _ in mats]
+    fig, axes = subplots(1, len(mats), figsize=(sum(widths) + 2.5, 0.32 * g + 2.4), squeeze=False,
+                         gridspec_kw={"width_ratios": widths})
+    failed = set(res.failed_steps)
+    rows = [("⚠ " if i in failed else "") + t for i, t in enumerate(res.generated_tokens)]
+    for ax, (title, m, cols) in zip(axes[0], mats):
+        im = ax.imshow(np.ma.masked_invalid(m / scale), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto",
+                       interpolation="nearest")
+        set_token_ticks(ax, "x", cols)
+        set_token_ticks(ax, "y", rows)
+        ax.set_title(title, fontsize=9)
+    axes[0, 0].set_ylabel("generated token")
+    fig.colorbar(im, ax=axes[0, -1], fraction=0.04, pad=0.02, label="score / max |score| of the row")
+    fig.suptitle(f"{res.model}: {res.method} per generated token" + (" (KV cache)" if res.meta.get("kv_cache") else "")
+                 + (f"\nWARNING: {len(failed)} step(s) failed their check" if failed else ""), fontsize=10,
+                 color="#b00020" if failed else "black")
+    return _save(fig, path)
