@@ -30,6 +30,7 @@ EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("attnscope.commands", "models", "models"),
     ("attnscope.commands", "prepare", "prepare"),
     ("attnscope.render.cli", "report", "report"),
+    ("attnscope.render.cli", "view3d", "view3d"),
     ("attnscope.server.cli", "serve", "serve"),
     ("attnscope.corpus.cli", "corpus", "corpus"),
     ("attnscope.attribution.cli", "explain", "explain"),
@@ -48,6 +49,8 @@ SHORT_HELP: dict[str, str] = {
     "prepare": "Convert a packaged model into the local cache now (SmolLM2 from GGUF, Whisper from CTranslate2).",
     "report": "Write one offline HTML report (figures, head statistics and roles, rollout, metadata) for TEXT or "
               "--trace.",
+    "view3d": "Write an offline 3-D HTML page: attention weights as query × key × layer points with a threshold "
+              "slider, and the flow through the layers.",
     "serve": "Serve the attention explorer (open http://HOST:PORT/) and the REST API (/v1, docs at /docs).",
     "corpus": "Per-text per-head attention statistics of a corpus: Parquet, resumable, local or Ray.",
     "explain": "Explain one prediction: attention, rollout, attention×gradient, Chefer relevancy and Captum "

@@ -56,3 +56,47 @@ def report(
         with progress_bar("figures", quiet=quiet) as update:
             written = save_gallery(t, Path(out) / "figures", progress=update)
         typer.echo(f"figures: {len(written)} files under {Path(out) / 'figures'}")
+
+
+def view3d(
+    text: Optional[str] = typer.Argument(None, help="Text to capture with --model. Omit when using --trace."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="A saved trace (.safetensors) instead of TEXT."),
+    out: Path = typer.Option(..., "--out", help="The HTML page to write."),
+    model: str = typer.Option("minilm", "--model", help="Model for TEXT: a catalogue name, a local path or a hub id."),
+    stream: Optional[str] = typer.Option(None, "--stream", help="Self-attention stream (default: the first)."),
+    view: list[str] = typer.Option(["layers", "flow"], "--view",
+                                   help="layers (query × key × layer points) and/or flow (tokens × layers); repeat."),
+    head: Optional[int] = typer.Option(None, "--head", help="One head of the layers view (default: mean of heads)."),
+    threshold: float = typer.Option(0.1, "--threshold", help="Initial weight threshold of the layers view, in (0, 1]."),
+    max_points: int = typer.Option(20000, "--max-points", help="Most points of the layers view at its lowest threshold."),
+    top_k: int = typer.Option(3, "--top-k", help="Flow view: strongest keys drawn per query (1..64)."),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
+) -> None:
+    """Write an offline 3-D HTML page: attention weights as query × key × layer points with a threshold slider, and the flow through the layers."""
+    from ..progress import status
+
+    if (text is None) == (trace is None):
+        raise InputError("give either TEXT or --trace FILE (not both, not neither)")
+    check_out(out, kind="file")
+    set_threads(threads)
+    set_placement(device, dtype)
+    from ..trace import AttentionTrace
+    from .flow3d import write_flow_3d_html
+
+    if trace is not None:
+        t = AttentionTrace.load(trace)
+    else:
+        from ..capture import capture
+        from ..models import load_model
+
+        with status(f"loading {model}", quiet=quiet) as say:
+            lm = load_model(model, progress=say)
+        with status("capturing attention", quiet=quiet):
+            t = capture(lm, text, mode="full")
+    with status("writing the 3-D page", quiet=quiet):
+        path = write_flow_3d_html(t, out, stream, view, head=head, threshold=threshold, max_points=max_points,
+                                  top_k=top_k)
+    typer.echo(f"3-D view: {path}")
