@@ -126,18 +126,26 @@ def alti_matrix(ref):
 
 
 # ---------------------------------------------------------------------------- fixtures
+def _frozen_with_random_norms(lm):
+    """No graph needed by the references; norm weights initialise to 1 (and biases to 0), which would hide a
+    missing γ or β: give them random values."""
+    lm.model.requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    for name, p in lm.model.named_parameters():
+        if "norm" in name.lower():
+            p.copy_((torch.rand(p.shape, generator=g) + 0.5) if name.endswith("weight")
+                    else 0.1 * torch.randn(p.shape, generator=g))
+    return lm
+
+
 @pytest.fixture(scope="module")
 def bert():
-    lm = tiny_model("bert")
-    lm.model.requires_grad_(False)  # the references below need no graph
-    return lm
+    return _frozen_with_random_norms(tiny_model("bert"))
 
 
 @pytest.fixture(scope="module")
 def llama():
-    lm = tiny_model("llama", task="lm")
-    lm.model.requires_grad_(False)
-    return lm
+    return _frozen_with_random_norms(tiny_model("llama", task="lm"))
 
 
 @pytest.fixture(scope="module")

@@ -292,7 +292,8 @@ class Decomposer:
 def decompose(lm: LoadedModel, text: str, outputs: Iterable[str], *, method: str, layers: Iterable[int] | None = None,
               logit_target: int | None = None, position: int | None = None) -> dict[str, Any]:
     """Run the two forwards and return {"outputs": {name: (L, [H,] N, N) float64 numpy}, "layers", "tokens",
-    "special", "causal", "logits" (C,) numpy, "final_scale" (N,)} for the ``layers`` asked (default all)."""
+    "special", "causal", "logits" ((V,) numpy for the ``logit`` output, else None)} for the ``layers`` asked
+    (default all)."""
     parts = model_parts(lm, method)
     inputs, tokens = encode(lm, text)
     n_layers = len(parts.layers)
@@ -304,9 +305,9 @@ def decompose(lm: LoadedModel, text: str, outputs: Iterable[str], *, method: str
         if bad:
             raise InputError(f"layer {bad[0]} is out of range: {lm.name} has layers 0..{n_layers - 1}")
     ctx = record_context(lm, inputs, parts)
-    logits = output_logits(lm, ctx.output, position)[0].detach().double().cpu().numpy()
-    direction = None
+    direction, logits = None, None
     if "logit" in outputs:
+        logits = output_logits(lm, ctx.output, position)[0].detach().double().cpu().numpy()
         head = lm.model.get_output_embeddings()
         if parts.final_norm is None or head is None or lm.kind != "causal":
             raise InputError(f"{method} needs a causal language model with its LM head; {lm.name} is not one")
