@@ -89,7 +89,7 @@ def test_explain_matches_python_api(client, clf, openapi):
     for m, v in ref.scores.items():
         close(got["scores"][m], v)
     assert got["probability"] == pytest.approx(ref.probability, rel=1e-5, abs=1e-7)
-    assert len(got["agreement"]) == len(ref.agreement) == 13  # attention and rollout vs every other method
+    assert len(got["agreement"]) == len(ref.agreement) == 2 * len(ref.scores) - 3  # attention and rollout vs every other
     for g, e in zip(got["agreement"], ref.agreement):
         assert (g["a"], g["b"], g["k"], g["n"]) == (e["a"], e["b"], 2, e["n"])
         close([g["spearman"] if g["spearman"] is not None else np.nan, g["topk_overlap"]],

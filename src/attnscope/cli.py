@@ -38,6 +38,7 @@ EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("attnscope.attribution.cli", "probe", "probe"),
     ("attnscope.attribution.cli", "counterfactual", "counterfactual"),
     ("attnscope.attribution.cli", "dropout", "dropout"),
+    ("attnscope.attribution.cli", "attribute_generation", "attribute-generation"),
     ("attnscope.attribution.cli", "faithfulness", "faithfulness"),
     ("attnscope.positional.cli", "positional", "positional"),
 ]
@@ -63,6 +64,9 @@ SHORT_HELP: dict[str, str] = {
                       "change, or user-given counterfactual texts compared with the original (KL, probability shift, "
                       "attention MSE/KL).",
     "dropout": "MC-dropout consistency of attention: mean/std/CV maps and pairwise correlation of runs.",
+    "attribute-generation": "Attribute every generated token: generate greedily and attribute each token's logit to "
+                            "the prompt and the tokens generated before it (and the source, for encoder-decoders), as "
+                            "one heatmap.",
     "faithfulness": "Faithfulness benchmark: every explanation method scored on many examples (deletion/insertion "
                     "AOPC, ERASER comprehensiveness/sufficiency, agreement with leave-one-out, runtime) with bootstrap "
                     "CIs and paired tests.",

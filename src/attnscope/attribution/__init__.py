@@ -24,6 +24,9 @@ _EXPORTS = {
     "ScaleHeads": ".interventions", "ZeroHeads": ".interventions", "encode": ".interventions",
     "intervene": ".interventions", "output_logits": ".interventions", "prediction_change": ".interventions",
     "run_with_interventions": ".interventions",
+    "attnlrp_attribution": ".attnlrp", "AttnLRPResult": ".attnlrp", "Conservation": ".attnlrp",
+    "generation_attribution": ".generation", "seq2seq_attribution": ".generation",
+    "GenerationAttribution": ".generation", "METHOD_NOTES": ".method_notes:NOTES",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -35,4 +38,6 @@ __all__ = [
     "head_importance", "head_interactions", "HeadInteractions", "DropoutConsistency", "dropout_consistency",
     "token_interventions", "compare_counterfactuals", "words",
     "BiasProbeResult", "bias_probe", "BIAS_NOTE", "FaithfulnessResult", "faithfulness",
+    "attnlrp_attribution", "AttnLRPResult", "Conservation", "generation_attribution", "seq2seq_attribution",
+    "GenerationAttribution", "METHOD_NOTES",
 ]

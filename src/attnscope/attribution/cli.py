@@ -80,7 +80,7 @@ def explain(
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     task: str = typer.Option("auto", help=TASK_HELP),
     methods: str = typer.Option("all", help="Comma-separated: attention, rollout, attn_x_grad, chefer, "
-                                "integrated_gradients, occlusion, lime, shapley (or 'all')."),
+                                "integrated_gradients, occlusion, lime, shapley, attnlrp (or 'all')."),
     target: Optional[str] = typer.Option(None, help="Target class index/label or (LM) token; default: the prediction."),
     ig_steps: int = typer.Option(32, help="Integrated-gradients steps."),
     samples: int = typer.Option(32, help="LIME samples (Shapley uses samples/8 permutations)."),
@@ -131,8 +131,15 @@ def explain(
     console.print(table)
     for m in e.meta.get("left_out_of_agreement", []):
         console.print(f"[red]{m} left out of the agreement table (failed its check; --include-unconverged keeps it)[/red]")
+    methods_table = Table("method", "own check", "what it is and is not", title="methods")
+    for m, n in e.notes.items():
+        c = e.checks.get(m)
+        check = "—" if c is None else (f"{c['check']}: ok" if c["ok"] else f"[bold red]{c['check']}: FAILED[/bold red]")
+        methods_table.add_row(f"[red]{m}[/red]" if m in e.failed_checks else m, check, escape(n))
+    console.print(methods_table)
     if faithful:
-        console.print("AOPC deletion: " + ", ".join(f"{m}={v:.4f}" for m, v in result["faithfulness"]["aopc"]["deletion"].items()))
+        console.print("AOPC deletion: " + ", ".join(f"{m}={v:.4f}" + (" (FAILED its check)" if m in e.failed_checks else "")
+                                                    for m, v in result["faithfulness"]["aopc"]["deletion"].items()))
     written = [out / "explain.png"] + ([out / "faithfulness.png"] if faithful else []) + [out / "explain.json"]
     console.print("wrote " + ", ".join(map(str, written)), highlight=False)
 
@@ -449,3 +456,58 @@ def faithfulness(
     console.print(f"means over the examples; 95 % bootstrap intervals in {out / 'table.md'}", highlight=False)
     console.print(escape(r.verdict), highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)
+
+
+def attribute_generation(
+    prompt: str = typer.Argument(..., help="The prompt (decoder-only LM) or the source text (encoder-decoder)."),
+    model: str = typer.Option("smollm2", "--model", "-m", help=MODEL_HELP),
+    max_new_tokens: int = typer.Option(8, "--max-new-tokens", "-n", help="Tokens to generate greedily (1..256)."),
+    method: str = typer.Option("grad_x_input", help="grad_x_input or attnlrp (with the KV cache), or "
+                               "integrated_gradients (full prefix per step); encoder-decoders: grad_x_input."),
+    ig_steps: int = typer.Option(32, help="Integrated-gradients steps per generated token."),
+    out: Path = typer.Option(Path("attnscope-generation"), "--out", "-o", help="Output directory (PNG + JSON)."),
+    threads: ThreadsOption = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = "float32",
+    quiet: QuietOption = False,
+    allow_random_head: bool = typer.Option(False, "--allow-random-head", help="Run even when the LM head is "
+                                           "randomly initialised (the result then explains random weights)."),
+) -> None:
+    """Attribute every generated token: generate greedily and attribute each token's logit to the prompt and the
+    tokens generated before it (and the source, for encoder-decoders), as one heatmap."""
+    check_out(out)
+    set_threads(threads)
+    set_placement(device, dtype)
+    import numpy as np
+
+    from ..models import load_model
+    from .generation import generation_attribution, seq2seq_attribution
+    from .plots import plot_generation_attribution
+
+    with status(f"loading {model}", quiet=quiet):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lm = load_model(model)
+    with status(f"generating and attributing {max_new_tokens} tokens ({method})", quiet=quiet):
+        if getattr(lm.config, "is_encoder_decoder", False):
+            r = seq2seq_attribution(lm, prompt, max_new_tokens, method, allow_random_head=allow_random_head)
+        else:
+            r = generation_attribution(lm, prompt, max_new_tokens, method, ig_steps=ig_steps,
+                                       allow_random_head=allow_random_head)
+    for w in r.warnings:
+        console.print(f"[bold red]WARNING:[/bold red] [red]{escape(w)}[/red]")
+    out.mkdir(parents=True, exist_ok=True)
+    plot_generation_attribution(r, out / "generation.png")
+    (out / "generation.json").write_text(json.dumps(r.to_dict(), indent=1))
+    table = Table("step", "token", "p", "top tokens (score)", "check")
+    for i, tok in enumerate(r.generated_tokens):
+        labels = r.source_tokens + r.context_tokens
+        row = np.concatenate(([] if r.source_scores is None else [r.source_scores[i]]) + [r.scores[i]])
+        top = [j for j in np.argsort(-np.nan_to_num(np.abs(row), nan=-1.0), kind="stable")[:3] if np.isfinite(row[j])]
+        c = r.checks[i] if i < len(r.checks) else {}
+        check = "—" if not c else (f"{c['check']}: ok" if c["ok"] else f"[bold red]{c['check']}: FAILED[/bold red]")
+        table.add_row(str(i), escape(repr(tok)), f"{r.probabilities[i]:.3f}",
+                      escape(", ".join(f"{labels[j]!r} ({row[j]:+.3g})" for j in top)), check)
+    console.print(table)
+    console.print(f"[italic]{escape(r.method)}: {escape(r.note)}[/italic]")
+    console.print(f"wrote {out / 'generation.png'}, {out / 'generation.json'}", highlight=False)

@@ -24,7 +24,8 @@ from .captum_methods import CAPTUM_METHODS, captum_attributions
 from .gradients import attention_gradients
 
 ATTENTION_METHODS = ("attention", "rollout", "attn_x_grad", "chefer")
-ALL_METHODS = ATTENTION_METHODS + CAPTUM_METHODS
+PROPAGATION_METHODS = ("attnlrp",)  # :mod:`.attnlrp`
+ALL_METHODS = ATTENTION_METHODS + CAPTUM_METHODS + PROPAGATION_METHODS
 DEFAULT_METHODS = ALL_METHODS
 
 
@@ -84,7 +85,20 @@ class Explanation:
     meta: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """Loud lines the reader must see with the result: a random prediction head, integrated gradients
-    that failed their completeness check."""
+    that failed their completeness check, AttnLRP that failed its conservation check."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """What each method is and is not, one sentence each (:mod:`.method_notes`)."""
+
+    @property
+    def checks(self) -> dict[str, dict[str, Any]]:
+        """{method: {"check": name, "ok": bool}} for the methods that have their own check
+        (:data:`.method_notes.CHECKS`); the numbers are in ``meta`` (``ig_completeness``, ``attnlrp_conservation``)."""
+        return self.meta.get("checks", {})
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """Methods whose result failed its own check: flagged, and never ranked unless asked."""
+        return [m for m, c in self.checks.items() if not c["ok"]]
 
     @property
     def completeness_ok(self) -> bool | None:
@@ -97,7 +111,8 @@ class Explanation:
                 "scores": {k: v.tolist() for k, v in self.scores.items()}, "target": self.target,
                 "target_label": self.target_label, "probability": self.probability,
                 "agreement": self.agreement, "meta": self.meta, "warnings": self.warnings,
-                "completeness_ok": self.completeness_ok}
+                "completeness_ok": self.completeness_ok, "notes": self.notes, "checks": self.checks,
+                "failed_checks": self.failed_checks}
 
 
 def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS, *, target: int | str | None = None,
@@ -114,8 +129,10 @@ def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS
 
     A model whose prediction head was initialised at random on load (``lm.has_random_head``) is refused
     with an :class:`InputError` unless ``allow_random_head=True``; then ``warnings`` says so. Integrated
-    gradients are checked for completeness (``meta["ig_completeness"]``, ``completeness_ok``); a failed
-    check adds a warning and keeps IG out of the agreement rows unless ``include_unconverged=True``.
+    gradients are checked for completeness (``meta["ig_completeness"]``, ``completeness_ok``), ``attnlrp``
+    (Achtibat et al. 2024, :mod:`.attnlrp`) for conservation (``meta["attnlrp_conservation"]``); a failed
+    check adds a warning and keeps the method out of the agreement rows unless ``include_unconverged=True``
+    (``checks``, ``failed_checks``). ``notes`` says what each method is and is not (:mod:`.method_notes`).
     """
     methods = list(methods)
     for m in methods:
@@ -148,15 +165,33 @@ def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS
             meta["ig_delta"] = c["ig_delta"]
             meta["ig_output_difference"] = c["ig_output_difference"]
             meta["ig_completeness"] = c["ig_completeness"]
+    if "attnlrp" in methods:
+        from .attnlrp import attnlrp_attribution
+
+        r = attnlrp_attribution(lm, text, target=g.target, position=position, allow_random_head=True)
+        scores["attnlrp"] = r.scores
+        meta["attnlrp_conservation"] = r.conservation.to_dict()
+        warnings += [w for w in r.warnings if w not in warnings]
+    from .method_notes import CHECKS, NOTES, notes
+
+    check_meta = {"completeness": "ig_completeness", "conservation": "attnlrp_conservation"}
+    meta["checks"] = {m: {"check": CHECKS[m], "ok": bool(meta[check_meta[CHECKS[m]]]["ok"])}
+                      for m in methods if m in CHECKS and check_meta[CHECKS[m]] in meta}
+    method_notes = notes(methods)
+    for m, v in meta.get("value_aware", {}).items():  # methods whose results carry their own lines
+        if m not in NOTES:
+            method_notes[m] = f"{v['is']} Not: {v['is_not']}"
     scores = {m: scores[m] for m in methods}
     compared = dict(scores)
-    if meta.get("ig_completeness", {}).get("ok") is False and not include_unconverged:
-        compared.pop("integrated_gradients")
-        meta["left_out_of_agreement"] = ["integrated_gradients"]
+    failed = [m for m, c in meta["checks"].items() if not c["ok"]]
+    if failed and not include_unconverged:
+        for m in failed:
+            compared.pop(m)
+        meta["left_out_of_agreement"] = failed
     refs = [r for r in ("attention", "rollout") if r in compared] or None
     rows = agreement(compared, left_out, k=k, absolute=absolute, references=refs) if len(compared) > 1 else []
     p = np.exp(g.logits - g.logits.max())
     p /= p.sum()
     return Explanation(text=text, tokens=g.tokens, special=g.special, scores=scores, target=g.target,
                        target_label=g.target_label, probability=float(p[g.target]), agreement=rows, meta=meta,
-                       warnings=warnings)
+                       warnings=warnings, notes=method_notes)

@@ -205,7 +205,7 @@ class Health(BaseModel):
 
 # ---------------------------------------------------------------------------- attribution (/v1/explain …)
 ExplainMethod = Literal["attention", "rollout", "attn_x_grad", "chefer", "integrated_gradients", "occlusion", "lime",
-                        "shapley"]  # == attnscope.attribution.ALL_METHODS (tested)
+                        "shapley", "attnlrp"]  # == attnscope.attribution.ALL_METHODS (tested)
 
 
 class _Target(_Strict):
@@ -265,6 +265,12 @@ class ExplainOut(BaseModel):
                                                 "integrated gradients that failed their completeness check")
     completeness_ok: bool | None = Field(None, description="integrated gradients passed the completeness check "
                                                            "(null when not computed); meta.ig_completeness has the numbers")
+    notes: dict[str, str] = Field({}, description="method -> what it is and is not, one sentence")
+    checks: dict[str, dict[str, Any]] = Field({}, description="method -> {check, ok} for methods with their own check "
+                                                              "(integrated_gradients: completeness, attnlrp: "
+                                                              "conservation); meta has the numbers")
+    failed_checks: list[str] = Field([], description="methods that failed their own check: flagged, left out of the "
+                                                     "agreement rows unless include_unconverged")
 
 
 HeadPair = tuple[LayerIndex, HeadIndex]
