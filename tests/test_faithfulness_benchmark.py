@@ -120,7 +120,7 @@ def test_benchmark_curves_match_a_direct_recomputation(clf, monkeypatch):
 
     monkeypatch.setattr(explanation, "explain", flag_rollout)
     monkeypatch.setattr(explanation, "ALL_METHODS", tuple(explanation.ALL_METHODS) + ("nosuch",))
-    r = fb.faithfulness_benchmark(clf, TEXTS[:3], ["attention", "rollout", "nosuch"], steps=4, n_boot=200,
+    r = fb.benchmark_faithfulness(clf, TEXTS[:3], ["attention", "rollout", "nosuch"], steps=4, n_boot=200,
                                   allow_random_head=True)
     assert r.status["nosuch"].startswith("not applicable")
     assert r.status["random"] == r.status["attention"] == "ok"

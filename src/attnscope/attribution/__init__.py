@@ -24,6 +24,8 @@ _EXPORTS = {
     "ScaleHeads": ".interventions", "ZeroHeads": ".interventions", "encode": ".interventions",
     "intervene": ".interventions", "output_logits": ".interventions", "prediction_change": ".interventions",
     "run_with_interventions": ".interventions",
+    "benchmark_faithfulness": ".faithfulness_benchmark", "BenchmarkResult": ".faithfulness_benchmark",
+    "ERASER_FRACTIONS": ".aopc",
     "attnlrp_attribution": ".attnlrp", "AttnLRPResult": ".attnlrp", "Conservation": ".attnlrp",
     "generation_attribution": ".generation", "seq2seq_attribution": ".generation",
     "GenerationAttribution": ".generation", "METHOD_NOTES": ".method_notes:NOTES",
@@ -38,6 +40,7 @@ __all__ = [
     "head_importance", "head_interactions", "HeadInteractions", "DropoutConsistency", "dropout_consistency",
     "token_interventions", "compare_counterfactuals", "words",
     "BiasProbeResult", "bias_probe", "BIAS_NOTE", "FaithfulnessResult", "faithfulness",
+    "benchmark_faithfulness", "BenchmarkResult", "ERASER_FRACTIONS",
     "attnlrp_attribution", "AttnLRPResult", "Conservation", "generation_attribution", "seq2seq_attribution",
     "GenerationAttribution", "METHOD_NOTES",
 ]

@@ -409,9 +409,10 @@ def faithfulness(
     check_out(out)
     set_threads(threads)
     set_placement(device, dtype)
-    from .faithfulness_benchmark import faithfulness_benchmark
+    from .faithfulness_benchmark import benchmark_faithfulness
 
-    if model == "sentiment-minilm":
+    alias = model if model == "sentiment-minilm" else None
+    if alias:
         from ..errors import ModelLoadError
         from ..tasks.sentiment import default_model_dir
 
@@ -421,6 +422,8 @@ def faithfulness(
     examples = load_examples(data, n, seed)
     with status(f"loading {model}", quiet=quiet):
         lm = load_for_task(model, task, seed=seed, note=False)
+    if alias:
+        lm.name = alias
     chosen, skipped = select_examples(lm, examples, n, max_tokens)
     if not chosen:
         raise InputError(f"no example of --data has at most {max_tokens} tokens and two removable tokens")
@@ -432,7 +435,7 @@ def faithfulness(
         partial.save(out)
 
     with progress_bar(f"scoring {len(resolve_methods(methods))} methods", quiet=quiet) as update:
-        r = faithfulness_benchmark(lm, chosen, methods, steps=steps, replacement=replacement, absolute=absolute,
+        r = benchmark_faithfulness(lm, chosen, methods, steps=steps, replacement=replacement, absolute=absolute,
                                    seed=seed, ig_steps=ig_steps, n_samples=samples, n_boot=bootstrap,
                                    batch_size=batch_size, allow_random_head=allow_random_head, progress=update,
                                    checkpoint=checkpoint, checkpoint_every=checkpoint_every)

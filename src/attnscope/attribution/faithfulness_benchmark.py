@@ -323,7 +323,7 @@ class BenchmarkResult:
         return paths
 
 
-def faithfulness_benchmark(lm: LoadedModel, examples: Sequence[Example | str], methods: str | Sequence[str] = "all", *,
+def benchmark_faithfulness(lm: LoadedModel, examples: Sequence[Example | str], methods: str | Sequence[str] = "all", *,
                            steps: int = 10, fractions: Sequence[float] = ERASER_FRACTIONS,
                            replacement: str = "auto", absolute: bool = False, seed: int = 0, ig_steps: int = 32,
                            n_samples: int = 32, n_boot: int = 2000, batch_size: int = 64,
@@ -430,6 +430,31 @@ def faithfulness_benchmark(lm: LoadedModel, examples: Sequence[Example | str], m
 
     return summarise(rows, chosen, status, tried, steps=steps, fractions=fractions, n_boot=n_boot, seed=seed,
                      meta=meta(len(examples)))
+
+
+def load_result(out: str | Path) -> BenchmarkResult:
+    """The result a run wrote into ``out`` (``scores.parquet`` + ``summary.json``), summarised again — e.g.
+    the examples a stopped run had finished at its last checkpoint."""
+    from .._optional import require
+
+    pq = require("pyarrow.parquet", "corpus", "reading the benchmark's Parquet")
+    out = Path(out)
+    if not (out / "scores.parquet").is_file() or not (out / "summary.json").is_file():
+        raise InputError(f"{out}: no scores.parquet and summary.json (the files `attnscope faithfulness` writes)")
+    d = json.loads((out / "summary.json").read_text())
+    rows = pq.read_table(out / "scores.parquet").to_pylist()
+    for r in rows:
+        for k in ("deletion_curve", "insertion_curve"):
+            if r.get(k) is not None:
+                r[k] = np.asarray(r[k], float)
+        for k in METRICS:
+            if r.get(k) is None:
+                r[k] = float("nan")
+    tried = {s["method"]: s["tried"] for s in d["summary"]}
+    meta = d["meta"]
+    meta["n_examples"] = 1 + max((r["example"] for r in rows), default=-1)
+    return summarise(rows, d["methods"], d["status"], tried, steps=meta["steps"], fractions=meta["eraser_fractions"],
+                     n_boot=meta["n_boot"], meta=meta)
 
 
 def summarise(rows: list[dict[str, Any]], methods: Sequence[str], status: dict[str, str], tried: dict[str, int], *,
