@@ -146,10 +146,12 @@ MAX_INTERACTION_HEADS = 16
 class HeadInteractions:
     """Pairwise ablation of the top-k heads: ``interaction[i, j] = pair[i, j] − single[i] − single[j]``.
 
-    Zero means the two heads' effects add up; positive, removing both hurts more than the sum (redundant
-    heads that back each other up show as the opposite, negative: removing the second costs less once the
-    first is gone); for ``kl`` the term is, to second order, the overlap of the two heads' effects on the
-    logits (δ_iᵀ F δ_j with F the Fisher metric), positive when they push the prediction the same way.
+    Zero means the two heads' effects add up. Positive (super-additive): removing both costs more than the
+    two removals apart — as for redundant heads, where either can stand in for the other. Negative
+    (sub-additive): once one is gone, removing the other costs less — as for heads on one path, where one
+    removal already does most of the damage. For ``kl`` the term is, to second order, the overlap of the two
+    heads' effects on the logits (δ_iᵀ F δ_j, F the Fisher metric): positive when they push the prediction
+    the same way.
     """
 
     model: str
@@ -182,8 +184,8 @@ def head_interactions(lm: LoadedModel, texts: Sequence[str], *, k: int = 5, metr
                       labels: Sequence[int] | None = None, single: HeadScores | None = None,
                       heads: Sequence[tuple[int, int]] | None = None, batch_size: int = 16,
                       progress: ProgressCallback | None = None) -> HeadInteractions:
-    """Interaction of head pairs under ablation (the pairwise extension of Michel et al. 2019's one-head
-    ablation; cf. the non-additivity of head removal they report in §4).
+    """Interaction of head pairs under ablation: the pairwise extension of Michel et al. 2019's one-head
+    ablation.
 
     The ``k`` heads with the largest |single-head ablation effect| on ``metric`` (from ``single``, a
     :func:`head_importance` ablation result on the same texts, computed here when not given) — or the given
