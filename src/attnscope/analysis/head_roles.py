@@ -1,4 +1,5 @@
-"""Head roles: a score per layer × head for each known attention pattern."""
+"""Head roles: a score per layer × head for each known attention pattern, and the linguistic roles (syntactic and
+coreference heads, Clark et al. 2019) measured over a corpus for the packaged models."""
 
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ def head_roles(trace, stream: str | None = None, window: int = 2, threshold: flo
 
     ``meta["labels"]`` names each head's dominant role: the highest of the specific roles if it
     reaches ``threshold``, else ``broad`` if its normalised entropy is ≥ 0.8, else ``mixed``.
+
+    ``meta["linguistic"]`` (only for a model with a measured record, :data:`attnscope.analysis.linguistic_tables.
+    TABLES`): the linguistic roles of the heads, which one text cannot show — measured over parsed BBC sentences
+    and the coreference template set (:func:`linguistic_roles`).
     """
     s = require_square(trace, stream, "head_roles")
     _, w = maps(trace, s)  # (L, H, N, N)
@@ -74,5 +79,40 @@ def head_roles(trace, stream: str | None = None, window: int = 2, threshold: flo
     labels = [[specific[best[li, hi]] if stack[best[li, hi], li, hi] >= threshold
                else ("broad" if broad[li, hi] >= 0.8 else "mixed") for hi in range(w.shape[1])]
               for li in range(w.shape[0])]
-    return HeadScores(scores, list(trace.layers[s]), list(trace.heads[s]), "head_roles", s,
-                      meta={"labels": labels, "window": window, "threshold": threshold})
+    meta = {"labels": labels, "window": window, "threshold": threshold}
+    if s == "self":
+        from .linguistic_tables import TABLES
+
+        record = TABLES.get(trace.model_id)
+        if record is not None:
+            meta["linguistic"] = linguistic_roles(record, list(trace.layers[s]), list(trace.heads[s]))
+    return HeadScores(scores, list(trace.layers[s]), list(trace.heads[s]), "head_roles", s, meta=meta)
+
+
+def linguistic_roles(record: dict, layers: list[int], heads: list[int]) -> dict:
+    """Per-head linguistic labels from a record of :func:`attnscope.attribution.linguistic_heads.summary`
+    (syntactic heads after Clark et al. 2019 §4.2, coreference heads §4.3), for the given model layers/heads.
+
+    ``labels[i][j]`` (layer ``layers[i]``, head ``heads[j]``) lists, joined by ", ", each relation for which
+    that head is the best head *and* beats the fixed-offset baseline (``"nsubj dep→gov"``: from the dependent
+    it attends most to the governor; ``"gov→dep"`` the reverse), and ``"coref (<family>)"`` where it is the
+    best coreference head of a template family and beats the nearest-noun baseline; "" otherwise.
+    ``syntactic`` / ``coreference`` carry the rows behind the labels, ``source`` what they were measured on.
+    """
+    pos = {(l, h): (i, j) for i, l in enumerate(layers) for j, h in enumerate(heads)}
+    cells: list[list[list[str]]] = [[[] for _ in heads] for _ in layers]
+    syn = record.get("syntactic") or {}
+    for r in syn.get("rows", []):
+        at = pos.get((r["layer"], r["head"]))
+        if at is not None and r["accuracy"] > r["baseline"]:
+            cells[at[0]][at[1]].append(f"{r['relation']} {'dep→gov' if r['direction'] == 'dep2gov' else 'gov→dep'}")
+    cor = record.get("coreference") or {}
+    base = (cor.get("baselines") or {}).get("nearest_noun", 0.5)
+    for fam, b in (cor.get("best_by_family") or {}).items():
+        at = pos.get((b["layer"], b["head"]))
+        if at is not None and b["accuracy"] > base:
+            cells[at[0]][at[1]].append(f"coref ({fam})")
+    return {"labels": [[", ".join(c) for c in row] for row in cells],
+            "syntactic": syn.get("rows", []), "coreference": {k: cor[k] for k in ("best_by_family", "baselines",
+                                                                                  "n_items") if k in cor},
+            "source": record.get("source", "")}

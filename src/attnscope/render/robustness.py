@@ -1,0 +1,48 @@
+"""Figure of perturbation robustness: attention divergence from the clean attention against the noise scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+
+from .style import save_figure, styled, subplots
+
+
+_PREDICTION_LABELS = {"kl": "KL of the prediction (nats)", "flip_rate": "argmax flip rate",
+                      "hidden_change": "last hidden state ‖h − h₀‖ / ‖h₀‖"}
+
+
+@styled
+def plot_robustness(result, path, title: str = "") -> Path:
+    """Three panels over the noise scale: JS divergence and KL(perturbed ‖ clean), one line per layer (mean
+    over its heads; band: the mean over heads of the standard deviation over seeds), and the prediction
+    change (mean ± std over seeds)."""
+    x = np.asarray(result.scales, float)
+    L = len(result.layers)
+    cmap = colormaps["viridis"]
+    fig, axes = subplots(1, 3, figsize=(12.5, 3.6))
+    for ax, mean, std, name in ((axes[0], result.js_mean, result.js_std, "JS divergence (nats; at most ln 2)"),
+                                (axes[1], result.kl_mean, result.kl_std, "KL(perturbed ‖ clean) (nats)")):
+        for li, layer in enumerate(result.layers):
+            m = mean[:, li].mean(-1)  # (S,): mean over heads
+            s = np.nan_to_num(std[:, li].mean(-1))
+            c = cmap(li / max(1, L - 1))
+            ax.plot(x, m, marker="o", ms=3, color=c, label=f"layer {layer}")
+            ax.fill_between(x, np.maximum(m - s, 0), m + s, color=c, alpha=0.15, lw=0)
+        ax.set_xlabel("noise scale σ")
+        ax.set_ylabel(name)
+    axes[0].legend(fontsize=7, ncol=2 if L > 6 else 1)
+    ax = axes[2]
+    for name, v in result.prediction.items():
+        v = np.asarray(v, float)
+        ax.errorbar(x, v[:, 0], yerr=v[:, 1], marker="o", ms=3, capsize=2, label=_PREDICTION_LABELS.get(name, name))
+    ax.set_xlabel("noise scale σ")
+    ax.set_ylabel("prediction change")
+    ax.legend(fontsize=7)
+    fig.suptitle(title or f"{result.meta.get('model', '')}: {result.kind} noise on the {result.target}, "
+                 f"{result.n_seeds} seeds; robustness score {result.model_score:.3f}", fontsize=10)
+    fig.tight_layout()
+    out = save_figure(fig, Path(path), formats=(Path(path).suffix.lstrip(".") or "png",), dpi=110)
+    return out[0]
