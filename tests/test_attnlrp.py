@@ -142,14 +142,24 @@ def test_attnlrp_matches_hand_propagation(one_layer_bert):
     assert c.input_relevance + sum(c.absorbed.values()) == pytest.approx(logit, rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize("family", ["llama", "bert_classifier"])
+@pytest.mark.parametrize("family", ["llama", "bert_classifier", "gpt2"])
 def test_attnlrp_conserves_on_both_families(tiny, bert_tokenizer, family):
+    import copy
+
     import transformers as tf
 
     from attnscope.models import wrap_model
 
     if family == "llama":
         lm = tiny("llama")  # grouped-query attention, RMSNorm, gated SiLU MLP, RoPE
+    elif family == "gpt2":  # GPT-2's Conv1D layers, with biases that absorb relevance
+        model = copy.deepcopy(tiny("gpt2").model)
+        torch.manual_seed(2)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.add_(0.2 * torch.randn_like(p))
+        lm = wrap_model(model, bert_tokenizer, name="tiny-gpt2-biased")
     else:
         torch.manual_seed(1)
         cfg = tf.BertConfig(vocab_size=bert_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
@@ -161,6 +171,8 @@ def test_attnlrp_conserves_on_both_families(tiny, bert_tokenizer, family):
     assert res.scores.sum() == pytest.approx(c.input_relevance, rel=1e-6)
     assert c.input_relevance + sum(c.absorbed.values()) == pytest.approx(res.logit, rel=1e-4, abs=1e-5)
     assert not [w for w in res.warnings if "CONSERVATION" in w]
+    if family == "gpt2":
+        assert abs(c.absorbed["bias"]) > 1e-3 * abs(res.logit)
 
 
 def test_unruled_operation_fails_loudly(tiny, bert_tokenizer):

@@ -139,8 +139,11 @@ def test_attention_gradients_lm_target_token():
 
 def test_explain_all_methods_agreement_and_plot(bert, tmp_path):
     e = explain(bert, TEXT, ig_steps=8, n_samples=16)
-    assert set(e.scores) == {"attention", "rollout", "attn_x_grad", "chefer", "integrated_gradients", "occlusion",
-                             "lime", "shapley"}
+    from attnscope.attribution.explanation import methods_for
+
+    assert set(e.scores) == set(methods_for(bert)) >= {"attention", "rollout", "attn_x_grad", "chefer",
+                                                       "integrated_gradients", "occlusion", "lime", "shapley", "attnlrp"}
+    assert set(e.notes) == set(e.scores) and e.checks["attnlrp"]["ok"]
     assert all(v.shape == (len(e.tokens),) and np.all(np.isfinite(v)) for v in e.scores.values())
     assert {r["a"] for r in e.agreement} == {"attention", "rollout"}
     assert all(-1 <= r["spearman"] <= 1 for r in e.agreement if np.isfinite(r["spearman"]))

@@ -221,8 +221,8 @@ def lrp_rules(model: torch.nn.Module, meter: _Meter):
         handles.append(_first_layer(model).register_forward_pre_hook(input_pre_hook, with_kwargs=True))
         for name, m in model.named_modules():
             cls = type(m).__name__
-            if isinstance(m, torch.nn.Linear):
-                if m.bias is not None:
+            if isinstance(m, torch.nn.Linear) or cls == "Conv1D":  # Conv1D: GPT-2's transposed linear
+                if getattr(m, "bias", None) is not None:
                     handles.append(m.register_forward_hook(linear_hook))
             elif isinstance(m, torch.nn.LayerNorm) or "RMSNorm" in cls or cls == "T5LayerNorm":
                 handles.append(m.register_forward_hook(norm_hook))
