@@ -41,6 +41,7 @@ OPTIONAL = {
     "ray": ("ray", "distributed"),
     "fastapi": ("fastapi", "web"),
     "uvicorn": ("uvicorn", "web"),
+    "anywidget": ("anywidget", "notebook"),
 }
 # what only the optional packages pull in: hidden too, so the core is shown not to need it
 # (pydantic is not among them: typer needs it)
