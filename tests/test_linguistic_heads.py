@@ -93,6 +93,12 @@ def test_syntactic_heads_accuracy_and_offset_baseline():
     # gov->dep for det: from dogs(1) the governor head predicts barked, the previous-word head The
     assert acc["det:gov2dep"][0].tolist() == [0.0, 1.0]
     assert row[("det", "dep2gov")]["layer"] == 0 and row[("det", "dep2gov")]["head"] == 0
+    # a decoder cannot attend to a later word: those arcs are unreachable, the baseline offsets negative
+    c = syntactic_heads([s], [(maps, np.ones(n, bool))], min_count=1, causal=True)
+    crow = {(x["relation"], x["direction"]): x for x in c.rows}
+    assert ("det", "dep2gov") not in crow and "det:dep2gov" not in c.accuracy  # The -> dogs points forward
+    assert crow[("det", "gov2dep")]["unreachable"] == 0 and crow[("det", "gov2dep")]["count"] == 1
+    assert all(x["baseline_offset"] < 0 for x in c.rows)
 
 
 def test_coreference_set_and_accuracy():

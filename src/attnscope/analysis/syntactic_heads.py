@@ -2,7 +2,9 @@
 BlackboxNLP, §4.2): treat each attention head as a one-arc parser. For every dependency arc of a relation,
 the head's prediction from the dependent is the word it attends to most (word-level attention,
 :mod:`attnscope.analysis.word_attention`; the word itself excluded); it is right when that word is the
-governor. The reverse direction asks the governor's row for the dependent. A head's accuracy on a
+governor. The reverse direction asks the governor's row for the dependent. For a decoder (causal attention)
+only the arcs whose target word comes before the source word can be predicted: the others are left out of
+the accuracy and of the baseline (counted as ``unreachable``), so its baseline offsets are negative. A head's accuracy on a
 relation is the share of that relation's arcs it gets right; the best head of each relation is set next to
 the best *fixed-offset* baseline (always predict the word k positions away, the k that scores best).
 
@@ -136,8 +138,10 @@ class SyntacticHeads:
 class SyntacticCounter:
     """Accumulates correct predictions of every head over sentences (stream them: only counts are kept)."""
 
-    def __init__(self, max_offset: int = MAX_OFFSET):
+    def __init__(self, max_offset: int = MAX_OFFSET, causal: bool = False):
         self.max_offset = max_offset
+        self.causal = causal
+        self.unreachable: dict[str, int] = {}  # causal: arcs whose target comes after the source
         self.correct: dict[str, np.ndarray] = {}  # key -> (L, H)
         self.offset_hits: dict[str, np.ndarray] = {}  # key -> (2 * max_offset + 1,)
         self.count: dict[str, int] = {}
@@ -165,6 +169,9 @@ class SyntacticCounter:
                 continue
             for direction, src, dst in (("dep2gov", d, g), ("gov2dep", g, d)):
                 key = f"{rel}:{direction}"
+                if self.causal and dst > src:  # a decoder's row cannot see a later word
+                    self.unreachable[key] = self.unreachable.get(key, 0) + 1
+                    continue
                 if key not in self.correct:
                     self.correct[key] = np.zeros((L, H))
                     self.offset_hits[key] = np.zeros(2 * self.max_offset + 1)
@@ -192,20 +199,23 @@ class SyntacticCounter:
             rel, direction = key.rsplit(":", 1)
             rows.append({"relation": rel, "direction": direction, "count": n, "layer": int(layers[li]),
                          "head": int(heads[hi]), "accuracy": float(a[li, hi]),
-                         "baseline": float(hits[k] / n), "baseline_offset": k - self.max_offset})
+                         "baseline": float(hits[k] / n), "baseline_offset": k - self.max_offset,
+                         "unreachable": self.unreachable.get(key, 0)})
         info = {"sentences": self.sentences, "skipped_arcs": self.skipped_arcs, "min_count": min_count,
-                "max_offset": self.max_offset, **(meta or {})}
+                "max_offset": self.max_offset, "causal": self.causal, **(meta or {})}
         return SyntacticHeads(acc, rows, list(layers), list(heads), meta=info)
 
 
 def syntactic_heads(sentences: Sequence[Sentence], word_maps: Sequence[tuple[np.ndarray, np.ndarray]],
                     layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-                    min_count: int = 20, max_offset: int = MAX_OFFSET) -> SyntacticHeads:
+                    min_count: int = 20, max_offset: int = MAX_OFFSET, causal: bool = False) -> SyntacticHeads:
     """Syntactic heads from word-level maps: ``word_maps[i]`` = ((L, H, W, W) maps, (W,) aligned) of
-    ``sentences[i]`` (see :func:`attnscope.analysis.word_attention.word_attention`)."""
+    ``sentences[i]`` (see :func:`attnscope.analysis.word_attention.word_attention`). ``causal``: the maps are a
+    decoder's, so only arcs whose target precedes the source are scored (the others are counted as
+    ``unreachable``) and the baseline's offsets are negative."""
     if len(sentences) != len(word_maps):
         raise InputError(f"{len(sentences)} sentences but {len(word_maps)} word maps")
-    counter = SyntacticCounter(max_offset)
+    counter = SyntacticCounter(max_offset, causal)
     for s, (m, ok) in zip(sentences, word_maps):
         counter.add(s, m, ok)
     if counter.shape is None:

@@ -56,15 +56,14 @@ def syntactic_roles(lm: LoadedModel, sentences: Sequence[Sentence], *, min_count
         raise InputError("no sentences: give at least one parsed sentence")
     if lm.kind not in ("encoder", "causal"):
         raise InputError(f"linguistic head roles take encoder or decoder-only models; {lm.name} is {lm.kind}")
-    counter = SyntacticCounter()
+    counter = SyntacticCounter(causal=lm.kind == "causal")
     maps = word_maps(lm, [s.text for s in sentences], [s.spans for s in sentences], batch_size)
     for i, (s, (m, ok)) in enumerate(zip(sentences, maps)):
         counter.add(s, m, ok)
         if progress is not None:
             progress(i + 1, len(sentences))
     layers, heads = _geometry(lm)
-    return counter.result(layers, heads, min_count, meta={"model": lm.name, "parser": parser,
-                                                          "causal": lm.kind == "causal"})
+    return counter.result(layers, heads, min_count, meta={"model": lm.name, "parser": parser})
 
 
 def coreference_roles(lm: LoadedModel, items: Sequence[CorefItem] | None = None,
@@ -126,7 +125,8 @@ def bbc_sentences(n: int = 300, pipeline: str = DEFAULT_PIPELINE) -> list[Senten
 
 
 def summary(syntactic: SyntacticHeads | dict | None, coreference: CoreferenceHeads | dict | None) -> dict[str, Any]:
-    """The compact per-model record :func:`attnscope.analysis.head_roles.head_roles` carries."""
+    """The compact per-model record :func:`attnscope.analysis.head_roles.head_roles` carries: the syntactic rows
+    (best head and baseline per relation and direction) and the best coreference head per template family."""
     syn = syntactic.to_dict() if isinstance(syntactic, SyntacticHeads) else syntactic
     cor = coreference.to_dict() if isinstance(coreference, CoreferenceHeads) else coreference
     out: dict[str, Any] = {}
@@ -136,19 +136,39 @@ def summary(syntactic: SyntacticHeads | dict | None, coreference: CoreferenceHea
         parts.append(f"{syn['meta'].get('sentences')} sentences parsed by {syn['meta'].get('parser', 'a parser')}")
     if cor is not None:
         parts.append(f"{cor['n_items']} coreference template items")
-        out["coreference"] = {k: cor[k] for k in ("accuracy", "family_accuracy", "baselines", "best", "best_by_family",
-                                                 "n_items", "layers", "heads")}
+        out["coreference"] = {k: cor[k] for k in ("baselines", "best", "best_by_family", "n_items")}
     out["source"] = "; ".join(parts)
     return out
 
 
 def write_tables(records: dict[str, dict], path) -> None:
-    """Write ``{model name: summary(...)}`` as the Python module :mod:`attnscope.analysis.linguistic_tables`."""
-    import pprint
+    """Write ``{model name: summary(...)}`` as the Python module :mod:`attnscope.analysis.linguistic_tables`
+    (accuracies rounded to 4 decimals, one syntactic row a line)."""
     from pathlib import Path
 
     from ..analysis import linguistic_tables
 
-    doc = linguistic_tables.__doc__.strip()
-    body = pprint.pformat(records, width=116, sort_dicts=True)
-    Path(path).write_text(f'"""{doc}\n"""\n\nTABLES: dict[str, dict] = {body}\n', encoding="utf-8")
+    def r4(x):
+        if isinstance(x, float):
+            return round(x, 4)
+        if isinstance(x, dict):
+            return {k: r4(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [r4(v) for v in x]
+        return x
+
+    lines = [f'"""{linguistic_tables.__doc__.strip()}\n"""', "# ruff: noqa: E501  (generated data)", "",
+             "TABLES: dict[str, dict] = {"]
+    for name, rec in sorted(records.items()):
+        rec = r4(rec)
+        lines.append(f"    {name!r}: {{")
+        lines.append(f"        'source': {rec.get('source', '')!r},")
+        if "coreference" in rec:
+            lines.append(f"        'coreference': {rec['coreference']!r},")
+        if "syntactic" in rec:
+            lines.append(f"        'syntactic': {{'meta': {rec['syntactic']['meta']!r}, 'rows': [")
+            lines += [f"            {row!r}," for row in rec["syntactic"]["rows"]]
+            lines.append("        ]},")
+        lines.append("    },")
+    lines.append("}")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
