@@ -55,7 +55,7 @@ def test_attnlrp_with_cache_equals_fresh_and_conserves(llama):
 def test_integrated_gradients_per_step_are_complete(llama):
     """Σ of each row = F(prefix) − F(baseline), both computed here (baseline: pad for every token but the
     special ones)."""
-    r = generation_attribution(llama, PROMPT, 2, "integrated_gradients", ig_steps=4)
+    r = generation_attribution(llama, PROMPT, 2, "integrated_gradients", ig_steps=8, ig_max_steps=8)
     pad = llama.tokenizer.pad_token_id
     emb = llama.model.get_input_embeddings()
     for i, t in enumerate(r.generated_ids):
@@ -138,3 +138,26 @@ def test_cli_attribute_generation(llama, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["attribute-generation", PROMPT, "-m", str(d), "-n", "0", "-o", str(tmp_path / "p")])
     assert e.value.code == 2 and "max_new_tokens must be 1..256" in capsys.readouterr().err
+
+
+def test_seq2seq_integrated_gradients_are_complete(tiny):
+    """Σ of source and target rows = F(x) − F(baseline), both computed here from token ids (baseline: padding for
+    the source tokens but the special ones and for the generated prefix; the decoder start token kept)."""
+    t5 = tiny("t5")
+    text = "the cat sat on the mat"
+    r = seq2seq_attribution(t5, text, 2, "integrated_gradients", ig_steps=8, ig_max_steps=8)
+    src = t5.tokenizer(text, return_tensors="pt")
+    start, pad = t5.model.config.decoder_start_token_id, t5.tokenizer.pad_token_id
+    keep = torch.tensor(t5.tokenizer.get_special_tokens_mask(src["input_ids"][0].tolist(),
+                                                             already_has_special_tokens=True), dtype=torch.bool)
+    base = torch.where(keep, src["input_ids"][0], torch.full_like(src["input_ids"][0], pad))[None]
+    for i, t in enumerate(r.generated_ids):
+        with torch.no_grad():
+            fx = t5.model(input_ids=src["input_ids"], attention_mask=src["attention_mask"],
+                          decoder_input_ids=torch.tensor([[start] + r.generated_ids[:i]])).logits[0, -1, t]
+            fb = t5.model(input_ids=base, attention_mask=src["attention_mask"],
+                          decoder_input_ids=torch.tensor([[start] + [pad] * i])).logits[0, -1, t]
+        total = r.source_scores[i].sum() + np.nansum(r.scores[i])
+        assert total == pytest.approx(float(fx - fb), rel=0.05, abs=1e-3)
+        assert r.checks[i]["check"] == "completeness" and r.checks[i]["ok"]
+        assert r.scores[i, 0] == 0 and (i == 0 or np.all(r.scores[i, 1:i + 1] != 0))  # start kept, prefix on the path

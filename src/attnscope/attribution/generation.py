@@ -33,7 +33,7 @@ from ..models import LoadedModel, require_trained_head
 from .method_notes import note
 
 GENERATION_METHODS = ("grad_x_input", "integrated_gradients", "attnlrp")
-SEQ2SEQ_METHODS = ("grad_x_input",)
+SEQ2SEQ_METHODS = ("grad_x_input", "integrated_gradients")  # integrated_gradients: transformers models
 MAX_NEW_TOKENS = 256
 
 
@@ -250,18 +250,25 @@ def _ig_steps(lm: LoadedModel, ids: torch.Tensor, special: list[bool], n: int, e
 # ---------------------------------------------------------------------------- encoder-decoders
 def seq2seq_attribution(model, source: str | Sequence[int], max_new_tokens: int = 8, method: str = "grad_x_input", *,
                         source_labels: Sequence[str] | None = None, target_vocab: Sequence[str] | None = None,
-                        stop_at_eos: bool = True, allow_random_head: bool = False) -> GenerationAttribution:
+                        ig_steps: int = 32, ig_max_steps: int | None = None, stop_at_eos: bool = True,
+                        allow_random_head: bool = False) -> GenerationAttribution:
     """Greedy generation of an encoder-decoder, each generated token's logit attributed to the source tokens
     (``source_scores``) and to the target prefix (``scores``: decoder start token + previous generated tokens),
     by gradient × input embedding, reusing the decoder's cache (transformers) or recurrent state (GRU).
 
     ``model``: a :class:`LoadedModel` of a transformers encoder-decoder (``source`` a text), or an attnscope
     :class:`~attnscope.seq2seq.model.Seq2Seq` (``source`` a list of source ids ending with ``</s>``;
-    ``source_labels`` / ``target_vocab`` name the ids, default their numbers)."""
+    ``source_labels`` / ``target_vocab`` name the ids, default their numbers).
+
+    ``method="integrated_gradients"`` (transformers models): each step on the full source and target prefix,
+    one straight path over both from the baseline (source tokens but the special ones, and the generated
+    tokens, replaced by the padding token; the decoder start token kept), checked for completeness."""
     from ..seq2seq.model import Seq2Seq
 
     _check_args(method, SEQ2SEQ_METHODS, max_new_tokens)
     if isinstance(model, Seq2Seq):
+        if method != "grad_x_input":
+            raise InputError("the GRU seq2seq supports method='grad_x_input' only")
         return _gru_steps(model, list(source), max_new_tokens, source_labels, target_vocab, stop_at_eos)
     if not isinstance(model, LoadedModel) or not getattr(model.config, "is_encoder_decoder", False):
         raise InputError("seq2seq_attribution needs an encoder-decoder: a transformers model loaded with load_model "
@@ -270,10 +277,12 @@ def seq2seq_attribution(model, source: str | Sequence[int], max_new_tokens: int 
     if not isinstance(source, str):
         raise InputError("give the source as a text for a transformers encoder-decoder")
     return _hf_seq2seq_steps(model, source, max_new_tokens, stop_at_eos,
-                             require_trained_head(model, "generation attribution", allow_random_head))
+                             require_trained_head(model, "generation attribution", allow_random_head),
+                             method, ig_steps, ig_max_steps)
 
 
-def _hf_seq2seq_steps(lm: LoadedModel, source: str, n: int, stop_at_eos: bool, warnings: list[str]):
+def _hf_seq2seq_steps(lm: LoadedModel, source: str, n: int, stop_at_eos: bool, warnings: list[str],
+                      method: str = "grad_x_input", ig_steps: int = 32, ig_max_steps: int | None = None):
     from ..capture.api import attention_implementation, check_text
     from ..devices import model_inputs
     from .interventions import prepare
@@ -288,6 +297,8 @@ def _hf_seq2seq_steps(lm: LoadedModel, source: str, n: int, stop_at_eos: bool, w
     leaves: dict[str, list[torch.Tensor]] = {"source": [], "target": []}
     phase = ["source"]
     prepare(lm)
+    if method == "integrated_gradients":
+        return _hf_seq2seq_ig(lm, source, src, mask, start, n, eos, warnings, ig_steps, ig_max_steps)
     src_rows, rows, gen, logits_out = [], [], [], []
     with _embedding_leaves([encoder.embed_tokens, decoder.embed_tokens], lambda x: leaves[phase[0]].append(x)), \
             attention_implementation(lm.model, "attnscope"), torch.enable_grad():
@@ -314,6 +325,72 @@ def _hf_seq2seq_steps(lm: LoadedModel, source: str, n: int, stop_at_eos: bool, w
         source_tokens=_labels(lm.tokenizer, src[0].tolist()),
         source_scores=torch.stack(src_rows).cpu().numpy(), checks=[{} for _ in gen], warnings=warnings,
         meta={"source": source, "kv_cache": True, "max_new_tokens": n})
+
+
+def _hf_seq2seq_ig(lm: LoadedModel, source: str, src: torch.Tensor, mask, start: int, n: int, eos: set[int],
+                   warnings: list[str], ig_steps: int, ig_max_steps: int | None) -> GenerationAttribution:
+    """Integrated gradients per step over [source embeddings; target-prefix embeddings] (one path)."""
+    from .captum_methods import baseline_token_id, integrated_gradients
+
+    encoder, decoder = lm.model.get_encoder(), lm.model.get_decoder()
+    modules = list({id(m): m for m in (encoder.embed_tokens, decoder.embed_tokens)}.values())
+    with torch.no_grad():  # the greedy generation, with the cache
+        enc = encoder(input_ids=src, attention_mask=mask)
+        out = lm.model(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=torch.tensor([[start]], device=src.device),
+                       use_cache=True)
+        gen = []
+        for step in range(n):
+            t = int(out.logits[0, -1].argmax())
+            gen.append(t)
+            if t in eos or step == n - 1:
+                break
+            out = lm.model(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=torch.tensor([[t]], device=src.device),
+                           past_key_values=out.past_key_values, use_cache=True)
+    pad = baseline_token_id(lm.tokenizer)
+    keep = torch.tensor(lm.tokenizer.get_special_tokens_mask(src[0].tolist(), already_has_special_tokens=True),
+                        dtype=torch.bool, device=src.device)
+    src_base = torch.where(keep, src[0], torch.full_like(src[0], pad))[None]  # (1, S)
+    S = src.shape[1]
+    src_rows, rows, logits_out, checks = [], [], [], []
+    for i, t in enumerate(gen):
+        prefix = torch.tensor([[start] + gen[:i]], device=src.device)  # (1, i + 1)
+        prefix_base = torch.tensor([[start] + [pad] * i], device=src.device)
+        queue: list[torch.Tensor] = []
+
+        def substitute(module, inp, out):
+            return queue.pop(0)
+
+        def f(z: torch.Tensor) -> torch.Tensor:  # z (B, S + i + 1, D) -> target logits (B, V)
+            b = z.shape[0]
+            queue[:] = [z[:, :S], z[:, S:]]
+            hs = [m.register_forward_hook(substitute) for m in modules]
+            try:
+                return lm.model(input_ids=src.expand(b, -1), attention_mask=None if mask is None else mask.expand(b, -1),
+                                decoder_input_ids=prefix.expand(b, -1), use_cache=False).logits[:, -1]
+            finally:
+                for h in hs:
+                    h.remove()
+
+        with torch.no_grad():
+            x = torch.cat([encoder.embed_tokens(src), decoder.embed_tokens(prefix)], 1)  # (1, S + i + 1, D)
+            xb = torch.cat([encoder.embed_tokens(src_base), decoder.embed_tokens(prefix_base)], 1)
+            logits = f(x)[0]
+        attr, check = integrated_gradients(f, x, xb, t, n_steps=ig_steps,
+                                           max_steps=8 * ig_steps if ig_max_steps is None else ig_max_steps)
+        r = attr.sum(-1)[0].double()  # (S + i + 1,)
+        src_rows.append(r[:S])
+        rows.append(r[S:])
+        logits_out.append(_step_out(logits)[1])
+        checks.append({"check": "completeness", "ok": check.ok, "delta": check.delta,
+                       "relative_error": check.relative_error, "warning": check.warning()})
+        if check.warning():
+            warnings.append(f"step {i}: {check.warning()}")
+    return GenerationAttribution(
+        model=lm.name, method="integrated_gradients", prompt_tokens=_labels(lm.tokenizer, [start]),
+        generated_tokens=_labels(lm.tokenizer, gen), generated_ids=gen, scores=_assemble(rows, 1),
+        target_logits=[v[0] for v in logits_out], probabilities=[v[1] for v in logits_out],
+        source_tokens=_labels(lm.tokenizer, src[0].tolist()), source_scores=torch.stack(src_rows).cpu().numpy(),
+        checks=checks, warnings=warnings, meta={"source": source, "kv_cache": False, "max_new_tokens": n})
 
 
 def _gru_steps(model, source: list[int], n: int, source_labels, target_vocab, stop_at_eos: bool):
