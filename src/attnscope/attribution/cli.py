@@ -466,7 +466,7 @@ def attribute_generation(
     model: str = typer.Option("smollm2", "--model", "-m", help=MODEL_HELP),
     max_new_tokens: int = typer.Option(8, "--max-new-tokens", "-n", help="Tokens to generate greedily (1..256)."),
     method: str = typer.Option("grad_x_input", help="grad_x_input or attnlrp (with the KV cache), or "
-                               "integrated_gradients (full prefix per step); encoder-decoders: grad_x_input."),
+                               "integrated_gradients (full prefix per step; also for encoder-decoders)."),
     ig_steps: int = typer.Option(32, help="Integrated-gradients steps per generated token."),
     out: Path = typer.Option(Path("attnscope-generation"), "--out", "-o", help="Output directory (PNG + JSON)."),
     threads: ThreadsOption = None,
