@@ -53,7 +53,7 @@ def plot_linguistic_heads(syntactic: Any, coreference: Any, path, title: str = "
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("accuracy")
-    ax.legend(loc="upper right", fontsize=7, frameon=True)
-    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=7, frameon=False)  # above the bars
+    ax.set_title(title, fontsize=10, pad=20)
     out = save_figure(fig, Path(path), formats=(Path(path).suffix.lstrip(".") or "png",), dpi=110)
     return out[0]
