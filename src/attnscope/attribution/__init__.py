@@ -29,6 +29,9 @@ _EXPORTS = {
     "attnlrp_attribution": ".attnlrp", "AttnLRPResult": ".attnlrp", "Conservation": ".attnlrp",
     "generation_attribution": ".generation", "seq2seq_attribution": ".generation",
     "GenerationAttribution": ".generation", "METHOD_NOTES": ".method_notes:NOTES",
+    "MixingResult": ".value_mixing", "VALUE_METHODS": ".value_aware", "methods_for": ".explanation",
+    "norm_attention": ".value_norms", "attention_block_mixing": ".block_mixing", "globenc_attribution": ".globenc",
+    "alti_attribution": ".alti", "alti_logit_attribution": ".alti_logit", "value_zeroing_attribution": ".value_zeroing",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -43,4 +46,6 @@ __all__ = [
     "benchmark_faithfulness", "BenchmarkResult", "ERASER_FRACTIONS",
     "attnlrp_attribution", "AttnLRPResult", "Conservation", "generation_attribution", "seq2seq_attribution",
     "GenerationAttribution", "METHOD_NOTES",
+    "MixingResult", "VALUE_METHODS", "methods_for", "norm_attention", "attention_block_mixing", "globenc_attribution",
+    "alti_attribution", "alti_logit_attribution", "value_zeroing_attribution",
 ]

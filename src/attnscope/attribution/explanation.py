@@ -22,11 +22,19 @@ from ..errors import InputError, UnknownNameError
 from ..models import LoadedModel, require_trained_head
 from .captum_methods import CAPTUM_METHODS, captum_attributions
 from .gradients import attention_gradients
+from .value_aware import VALUE_METHODS, applicable, value_aware_scores
 
 ATTENTION_METHODS = ("attention", "rollout", "attn_x_grad", "chefer")
 PROPAGATION_METHODS = ("attnlrp",)  # :mod:`.attnlrp`
-ALL_METHODS = ATTENTION_METHODS + CAPTUM_METHODS + PROPAGATION_METHODS
-DEFAULT_METHODS = ALL_METHODS
+ALL_METHODS = ATTENTION_METHODS + CAPTUM_METHODS + VALUE_METHODS + PROPAGATION_METHODS
+DEFAULT_METHODS = None  # every method defined for the model: :func:`methods_for`
+
+
+def methods_for(lm: LoadedModel) -> list[str]:
+    """The methods of :data:`ALL_METHODS` defined for this model (``all``): a value-aware method is left out
+    where its paper does not define it (:func:`.value_aware.applicable`, e.g. ALTI-Logit needs a causal LM)."""
+    usable = set(applicable(lm))
+    return [m for m in ALL_METHODS if m not in VALUE_METHODS or m in usable]
 
 
 def topk_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -115,7 +123,7 @@ class Explanation:
                 "failed_checks": self.failed_checks}
 
 
-def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS, *, target: int | str | None = None,
+def explain(lm: LoadedModel, text: str, methods: Sequence[str] | None = DEFAULT_METHODS, *, target: int | str | None = None,
             position: int | None = None, ig_steps: int = 32, ig_max_steps: int | None = None, n_samples: int = 32,
             k: int = 3, absolute: bool = True, seed: int = 0, allow_random_head: bool = False,
             include_unconverged: bool = False, keep_first: bool | None = None) -> Explanation:
@@ -124,7 +132,9 @@ def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS
     Methods: ``attention`` (last layer, heads averaged, the prediction's query row), ``rollout``
     (Abnar & Zuidema 2020), ``attn_x_grad`` (A ⊙ ∂y/∂A, averaged over layers and heads), ``chefer``
     (Chefer et al. 2021 relevancy), and Captum's ``integrated_gradients``, ``occlusion``, ``lime``,
-    ``shapley``. The prediction row is [CLS] (position 0) for bidirectional encoders and the last
+    ``shapley``, and the value-aware ``value_norm``, ``attn_res_ln``, ``globenc``, ``alti``, ``alti_logit``
+    (causal LMs) and ``value_zeroing`` (:mod:`.value_aware`); ``methods=None``: every method defined for the
+    model (:func:`methods_for`). The prediction row is [CLS] (position 0) for bidirectional encoders and the last
     position for causal models. Agreement rows compare every method with ``attention`` and ``rollout``.
 
     A model whose prediction head was initialised at random on load (``lm.has_random_head``) is refused
@@ -134,7 +144,7 @@ def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS
     check adds a warning and keeps the method out of the agreement rows unless ``include_unconverged=True``
     (``checks``, ``failed_checks``). ``notes`` says what each method is and is not (:mod:`.method_notes`).
     """
-    methods = list(methods)
+    methods = methods_for(lm) if methods is None else list(methods)
     for m in methods:
         if m not in ALL_METHODS:
             raise UnknownNameError("explain method", m, ALL_METHODS)
@@ -152,6 +162,11 @@ def explain(lm: LoadedModel, text: str, methods: Sequence[str] = DEFAULT_METHODS
         scores["attn_x_grad"] = g.token_scores()
     if "chefer" in methods:
         scores["chefer"] = g.relevancy_scores()
+    vm = [m for m in methods if m in VALUE_METHODS]
+    if vm:  # value-aware methods; meta["value_aware"][m] says what each is and is not
+        v = value_aware_scores(lm, text, vm, row=g.row, target=g.target, position=position)
+        scores.update(v["scores"])
+        meta["value_aware"] = v["notes"]
     left_out = list(g.special)
     cm = [m for m in methods if m in CAPTUM_METHODS]
     if cm:

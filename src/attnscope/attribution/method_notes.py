@@ -30,6 +30,24 @@ NOTES: dict[str, str] = {
                "split into token shares plus what biases and softmax absorb, by chosen rules, not a causal effect.",
     "grad_x_input": "Gradient times input embedding: a first-order local sensitivity of the target logit, not "
                     "the effect of removing the token.",
+    "value_norm": "Attention weight times the norm of the token's value vector through the output projection, "
+                  "heads summed, last layer (Kobayashi et al. 2020): what one layer's attention adds from each "
+                  "token, not the residual stream or other layers.",
+    "attn_res_ln": "The last attention block with its residual and layer norm split over the input tokens "
+                   "(Kobayashi et al. 2021): each token's share of one layer's output, not across layers or "
+                   "through the feed-forward.",
+    "globenc": "Attention blocks with both residuals and layer norms split over tokens and multiplied through the "
+               "layers (Modarressi et al. 2022): token shares of the final representation, feed-forward mixing "
+               "left out, not a causal effect.",
+    "alti": "Attention blocks with residual and layer norm split over tokens, by L1 proximity, multiplied through "
+            "the layers (Ferrando et al. 2022): token shares of the final representation, not specific to the "
+            "predicted class or token.",
+    "alti_logit": "Each layer's attention update of the predicted token's logit split over tokens and carried to "
+                  "the inputs by ALTI (Ferrando et al. 2023): signed logit shares through attention only, final "
+                  "norm linearised, not a causal effect.",
+    "value_zeroing": "Cosine change of each layer's output when one token's value vector is zeroed, multiplied "
+                     "through the layers (Mohebbi et al. 2023): a measured context-mixing effect, not a change of "
+                     "the prediction.",
 }
 
 # method -> the name of its own check (a result that fails it is flagged and never ranked)

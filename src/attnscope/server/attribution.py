@@ -220,7 +220,8 @@ def build_attribution_router(state: ServerState) -> APIRouter:
             if req.position is not None and req.faithfulness:
                 raise InputError("faithfulness curves are computed at the last position; leave position unset")
             check_tokens(state, lm, req.text)
-            e = explain(lm, req.text, methods, target=target, position=req.position, ig_steps=req.ig_steps,
+            chosen = methods if "methods" in req.model_fields_set else None  # default: those defined for the model
+            e = explain(lm, req.text, chosen, target=target, position=req.position, ig_steps=req.ig_steps,
                         n_samples=req.n_samples, k=req.top_k, absolute=req.absolute, seed=req.seed,
                         allow_random_head=req.allow_random_head, include_unconverged=req.include_unconverged)
             d = e.to_dict()

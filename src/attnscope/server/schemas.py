@@ -205,7 +205,8 @@ class Health(BaseModel):
 
 # ---------------------------------------------------------------------------- attribution (/v1/explain …)
 ExplainMethod = Literal["attention", "rollout", "attn_x_grad", "chefer", "integrated_gradients", "occlusion", "lime",
-                        "shapley", "attnlrp"]  # == attnscope.attribution.ALL_METHODS (tested)
+                        "shapley", "value_norm", "attn_res_ln", "globenc", "alti", "alti_logit",
+                        "value_zeroing", "attnlrp"]  # == attnscope.attribution.ALL_METHODS (tested)
 
 
 class _Target(_Strict):
