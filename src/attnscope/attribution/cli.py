@@ -80,7 +80,8 @@ def explain(
     model: str = typer.Option("minilm", "--model", "-m", help=MODEL_HELP),
     task: str = typer.Option("auto", help=TASK_HELP),
     methods: str = typer.Option("all", help="Comma-separated: attention, rollout, attn_x_grad, chefer, "
-                                "integrated_gradients, occlusion, lime, shapley, attnlrp (or 'all')."),
+                                "integrated_gradients, occlusion, lime, shapley, value_norm, attn_res_ln, globenc, "
+                                "alti, alti_logit, value_zeroing, attnlrp (or 'all': those defined for the model)."),
     target: Optional[str] = typer.Option(None, help="Target class index/label or (LM) token; default: the prediction."),
     ig_steps: int = typer.Option(32, help="Integrated-gradients steps."),
     samples: int = typer.Option(32, help="LIME samples (Shapley uses samples/8 permutations)."),
@@ -102,13 +103,13 @@ def explain(
     check_out(out)
     set_threads(threads)
     set_placement(device, dtype)
-    from .explanation import ALL_METHODS, explain as run_explain
+    from .explanation import explain as run_explain, methods_for
     from .aopc import faithfulness
     from .plots import plot_explanation, plot_faithfulness
 
     with status(f"loading {model}", quiet=quiet):
         lm = load_for_task(model, task, seed=seed, note=False)
-    chosen = list(ALL_METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = methods_for(lm) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     tgt: int | str | None = int(target) if target is not None and target.lstrip("-").isdigit() else target
     with status(f"explaining with {len(chosen)} methods", quiet=quiet):
         e = run_explain(lm, text, chosen, target=tgt, ig_steps=ig_steps, n_samples=samples, k=top_k, seed=seed,
