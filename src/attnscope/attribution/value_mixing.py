@@ -248,22 +248,23 @@ class Decomposer:
 
     def _vectors(self, layer: int, probs: torch.Tensor, qpos: torch.Tensor, key_offset: int) -> dict[str, torch.Tensor]:
         p, ctx = self.parts.layers[layer], self.ctx
+        q = qpos.long().to(probs.device)  # absolute query positions
         mixed = torch.einsum("bhqk,bhkd->bqkd", probs, self.f)  # (B, bq, Nk, d): Σ_h α^h_ij f_h(x_j)
         res: dict[str, torch.Tensor] = {}
         if "sum_norms" in self.outputs:
             res["sum_norms"] = mixed.norm(dim=-1)
         if "logit" in self.outputs:
             s, _ = _norm_scale(self.parts.final_norm, ctx.final_in)  # (B, N)
-            res["logit"] = (mixed @ self.logit_direction) * s[:, qpos.long()][:, :, None]  # (B, bq, Nk)
+            res["logit"] = (mixed @ self.logit_direction) * s[:, q][:, :, None]  # (B, bq, Nk)
         if not self.outputs & {"resln_norms", "globenc", "alti"}:
             return res
         x = ctx.x[layer].double()  # (B, N, d)
-        q = qpos.long()
         z = mixed.clone()
         cols = q - key_offset  # the key column of each query's own token (self-attention)
-        rows = torch.arange(len(q))
+        rows = torch.arange(len(q), device=z.device)
         z[:, rows, cols] += x[:, q]  # + δ_ij x_i
-        bias = p.b_o.detach().double() if p.b_o is not None else torch.zeros(z.shape[-1], dtype=torch.float64)
+        bias = (p.b_o.detach().double() if p.b_o is not None
+                else torch.zeros(z.shape[-1], dtype=torch.float64, device=z.device))
         if self.parts.style == "post_ln":
             s1, _ = _norm_scale(p.ln1, ctx.ln1_in[layer])  # (B, N)
             g1 = p.ln1.weight.detach().double()
