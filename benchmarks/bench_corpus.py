@@ -1,6 +1,7 @@
 """Corpus statistics throughput vs the plain SDPA forward (MiniLM; tweets and BBC articles).
 
     python benchmarks/bench_corpus.py [--tweets 256] [--bbc 48] [--threads 2] [--repeats 3]
+                                      [--methods sdpa,eager,loop,attnscope]
 
 Methods, all over the same texts and (except the per-text loop) the same length-bucketed batches:
   sdpa      plain SDPA forward, no attention recorded (the limit)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -86,17 +88,17 @@ def run_attnscope(lm, comp, enc, batches):
 METHODS = {"sdpa": run_sdpa, "eager": run_eager, "loop": run_loop, "attnscope": run_attnscope}
 
 
-def bench(lm, texts, batch_size, max_batch_tokens, truncate, repeats):
+def bench(lm, texts, batch_size, max_batch_tokens, truncate, repeats, methods=METHODS):
     comp = HeadStatsComputer(lm, truncate=truncate)
     enc = [comp.encode(i, t) for i, t in enumerate(texts)]
     batches = plan_batches([e.n_tokens for e in enc], batch_size, max_batch_tokens)
     for name in ("sdpa", "attnscope"):  # warm up (and load the statistics kernel)
         METHODS[name](lm, comp, enc, batches[:1])
-    rounds: dict[str, list[float]] = {name: [] for name in METHODS}
+    rounds: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
-        spent = dict.fromkeys(METHODS, 0.0)
+        spent = dict.fromkeys(methods, 0.0)
         for batch in batches:  # methods alternate batch by batch: drift of the machine hits all alike
-            for name, fn in METHODS.items():
+            for name, fn in methods.items():
                 t0 = time.perf_counter()
                 fn(lm, comp, enc, [batch])
                 spent[name] += time.perf_counter() - t0
@@ -108,7 +110,8 @@ def bench(lm, texts, batch_size, max_batch_tokens, truncate, repeats):
             "seconds": {k: round(v, 3) for k, v in times.items()},
             "ratio": {k: round(v / times["sdpa"], 3) for k, v in times.items()},
             "round_ratios": {k: [round(t / s, 3) for t, s in zip(ts, rounds["sdpa"])] for k, ts in rounds.items()},
-            "texts_per_s": {k: round(len(texts) / v, 1) for k, v in times.items()}}
+            "texts_per_s": {k: round(len(texts) / v, 1) for k, v in times.items()},
+            "load_average": round(os.getloadavg()[0], 1)}
 
 
 def main() -> None:
@@ -117,7 +120,9 @@ def main() -> None:
     ap.add_argument("--bbc", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--methods", default=",".join(METHODS), help="which of sdpa,eager,loop,attnscope (sdpa always)")
     args = ap.parse_args()
+    methods = {m: METHODS[m] for m in METHODS if m == "sdpa" or m in args.methods.split(",")}
     torch.set_num_threads(args.threads)
     lm = load_model("minilm")
     out = {}
@@ -125,11 +130,11 @@ def main() -> None:
         tw = [x.text for x in load_tweets("test") if x.text.strip()][: args.tweets * 2]
         comp = HeadStatsComputer(lm)
         tw = [t for t in tw if len(lm.tokenizer(t)["input_ids"]) <= 128][: args.tweets]
-        out["tweets"] = bench(lm, tw, 32, 32 * 128, False, args.repeats)
+        out["tweets"] = bench(lm, tw, 32, 32 * 128, False, args.repeats, methods)
         print(json.dumps({"tweets": out["tweets"]}), flush=True)
     if args.bbc:
         bbc = [x.text for x in load_bbc()][: args.bbc]
-        out["bbc"] = bench(lm, bbc, 8, 8 * 512, True, args.repeats)
+        out["bbc"] = bench(lm, bbc, 8, 8 * 512, True, args.repeats, methods)
         print(json.dumps({"bbc": out["bbc"]}), flush=True)
 
 

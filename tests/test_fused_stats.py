@@ -468,3 +468,15 @@ def test_a_concurrent_process_never_sees_an_unrecorded_build(own_cache, monkeypa
     assert native.build(cc, own_cache) == target and native._verified(target)
     assert seen and all(seen)
     assert not list(own_cache.glob("*.tmp"))
+
+
+def test_avx512_cpus_get_512_bit_vectors_first_others_never():
+    """-mprefer-vector-width=512 is tried first only where the CPU's flags include avx512f (GCC keeps
+    AVX-512 Intel cores at 256-bit vectors otherwise); every CPU keeps -march=native and a bare fallback."""
+    intel = "x86_64\nvendor_id=GenuineIntel\nflags=fpu sse2 avx2 fma avx512f avx512bw avx512vl"
+    amd = "x86_64\nvendor_id=AuthenticAMD\nflags=fpu sse2 avx2 fma"
+    arm = "aarch64\nFeatures=fp asimd"
+    assert native.arch_flag_choices(intel) == (["-march=native", "-mprefer-vector-width=512"], ["-march=native"], [])
+    assert native.arch_flag_choices(amd) == (["-march=native"], [])
+    assert native.arch_flag_choices(arm) == (["-march=native"], [])
+    assert native.ARCH_FLAGS == native.arch_flag_choices(native.cpu_id())  # this machine's

@@ -37,12 +37,22 @@ from .recorders import Scratch
 FUSED_BLOCK_ELEMENTS = 1 << 20
 
 
+# The route of statistics-only sites per device type; any other device: "lse" (module docstring).
+ROUTES = {"cpu": "kernel"}
+
+
+def route(device: torch.device) -> str | None:
+    """``"kernel"``, ``"lse"``, or None (a CPU whose kernel did not build: the general path)."""
+    r = ROUTES.get(device.type, "lse")
+    return None if r == "kernel" and kernel() is None else r
+
+
 def applies(query: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float, training: bool,
             extra: dict) -> bool:
     """Whether :func:`stats_attention` can stand in for SDPA at this call (module docstring)."""
     if not lse_stats.applies(query, attention_mask, dropout, training, extra):  # the conditions both routes share
         return False
-    return query.device.type != "cpu" or kernel() is not None
+    return route(query.device) is not None
 
 
 def _blocks(pairs: int, nq: int, nk: int, budget: int) -> list[tuple[slice, slice]]:
@@ -83,9 +93,10 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     key_offset: absolute position of key column 0. names: statistics wanted (``statistics.ROW_STATS``).
     row_kernel: a loaded row kernel (``native.load``) instead of the cached build (benchmarks compare builds).
     Returns the output (B, Nq, H, Dv) in the query's dtype (as transformers' SDPA forward returns it)
-    and name -> (B, H, Nq) statistics. Off the CPU: ``lse_stats.lse_attention`` (module docstring).
+    and name -> (B, H, Nq) statistics. Where :func:`route` says ``"lse"`` (and no row_kernel is given):
+    ``lse_stats.lse_attention`` (module docstring).
     """
-    if query.device.type != "cpu":
+    if row_kernel is None and route(query.device) == "lse":
         return lse_stats.lse_attention(query, key, value, attention_mask, scaling, causal, qpos0, key_offset, names)
     B, H, nq, d = query.shape
     nk, dv = key.shape[2], value.shape[-1]
