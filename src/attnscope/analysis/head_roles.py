@@ -10,6 +10,7 @@ from .induction import induction_head_scores
 from .registry import register_analysis
 from .results import HeadScores
 
+LINGUISTIC_MARGIN = 0.05  # a linguistic label needs the best head to beat its baseline by this much accuracy
 ROLES = ("previous_token", "next_token", "first_token", "self", "delimiter", "local", "broad", "induction")
 
 
@@ -94,9 +95,9 @@ def linguistic_roles(record: dict, layers: list[int], heads: list[int]) -> dict:
     (syntactic heads after Clark et al. 2019 §4.2, coreference heads §4.3), for the given model layers/heads.
 
     ``labels[i][j]`` (layer ``layers[i]``, head ``heads[j]``) lists, joined by ", ", each relation for which
-    that head is the best head *and* beats the fixed-offset baseline (``"nsubj dep→gov"``: from the dependent
+    that head is the best head *and* beats the fixed-offset baseline by at least ``LINGUISTIC_MARGIN`` (0.05) (``"nsubj dep→gov"``: from the dependent
     it attends most to the governor; ``"gov→dep"`` the reverse), and ``"coref (<family>)"`` where it is the
-    best coreference head of a template family and beats the nearest-noun baseline; "" otherwise.
+    best coreference head of a template family and beats the nearest-noun baseline by that margin; "" otherwise.
     ``syntactic`` / ``coreference`` carry the rows behind the labels, ``source`` what they were measured on.
     """
     pos = {(l, h): (i, j) for i, l in enumerate(layers) for j, h in enumerate(heads)}
@@ -104,13 +105,13 @@ def linguistic_roles(record: dict, layers: list[int], heads: list[int]) -> dict:
     syn = record.get("syntactic") or {}
     for r in syn.get("rows", []):
         at = pos.get((r["layer"], r["head"]))
-        if at is not None and r["accuracy"] > r["baseline"]:
+        if at is not None and r["accuracy"] >= r["baseline"] + LINGUISTIC_MARGIN:
             cells[at[0]][at[1]].append(f"{r['relation']} {'dep→gov' if r['direction'] == 'dep2gov' else 'gov→dep'}")
     cor = record.get("coreference") or {}
     base = (cor.get("baselines") or {}).get("nearest_noun", 0.5)
     for fam, b in (cor.get("best_by_family") or {}).items():
         at = pos.get((b["layer"], b["head"]))
-        if at is not None and b["accuracy"] > base:
+        if at is not None and b["accuracy"] >= base + LINGUISTIC_MARGIN:
             cells[at[0]][at[1]].append(f"coref ({fam})")
     return {"labels": [[", ".join(c) for c in row] for row in cells],
             "syntactic": syn.get("rows", []), "coreference": {k: cor[k] for k in ("best_by_family", "baselines",
