@@ -106,3 +106,18 @@ def test_figure(lm, tmp_path):
 
     res = head_interactions(lm, TEXTS[:1], heads=[(0, 0), (0, 3), (1, 1)])
     assert plot_head_interactions(res, tmp_path / "i.png").stat().st_size > 0
+
+
+def test_cli_ablate_interactions_needs_ablation(tmp_path, capsys):
+    """Refused before any model is loaded (the full command is run for the docs figure)."""
+    from attnscope.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["ablate", "-t", "A film.", "--method", "gradient", "--interactions", "3", "-o", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--interactions needs the ablation method" in err, err
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["ablate", "-t", "A film.", "--interactions", "99", "-o", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--interactions must be 0 (off) or 2..16" in err, err

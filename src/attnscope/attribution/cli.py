@@ -169,6 +169,13 @@ def ablate(
 
     With --interactions K, the top K heads by ablation effect are also zeroed in pairs: interactions.png
     shows each pair's effect minus the sum of the two single effects."""
+    if interactions and method not in ("ablation", "both"):
+        raise InputError("--interactions needs the ablation method (--method ablation or both)")
+    if interactions:
+        from .ablation import MAX_INTERACTION_HEADS
+
+        if not 2 <= interactions <= MAX_INTERACTION_HEADS:
+            raise InputError(f"--interactions must be 0 (off) or 2..{MAX_INTERACTION_HEADS} heads, got {interactions}")
     check_out(out)
     set_threads(threads)
     set_placement(device, dtype)
@@ -198,8 +205,6 @@ def ablate(
         console.print(f"wrote {out / 'zero_heads.json'}", highlight=False)
         return
     methods = ["ablation", "gradient"] if method == "both" else [method]
-    if interactions and "ablation" not in methods:
-        raise InputError("--interactions needs the ablation method (--method ablation or both)")
     result = {}
     for m in methods:
         with progress_bar(f"head importance by {m}", quiet=quiet) as update:
