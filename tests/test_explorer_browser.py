@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -56,9 +55,14 @@ def page(browser):
 def shot(page, tmp_path, name, full_page=False):
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
-    if SHOTS:
+    if SHOTS:  # the docs' copies: 256 colours keep them small
+        from PIL import Image
+
         SHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, SHOTS / path.name)
+        for colours in (256, 64):  # docs figures stay under 200 kB
+            Image.open(path).convert("RGB").quantize(colours).save(SHOTS / path.name, optimize=True)
+            if (SHOTS / path.name).stat().st_size < 200_000:
+                break
     assert path.stat().st_size > 10_000
     return path
 
@@ -121,7 +125,7 @@ def test_user_html_is_shown_as_text(page, server, tmp_path):
     page.wait_for_selector(".status.error")
     assert page.locator("#boom").count() == 0
     assert page.evaluate("window.__pwned") is None
-    shot(page, tmp_path, "escaped")
+    shot(page, tmp_path, "explorer-escaped")
 
 
 def test_generate_and_step_through_tokens(page, server, tmp_path):
@@ -174,7 +178,7 @@ def test_standalone_notebook_page_works_offline(browser, minilm, tmp_path):
     pg.click("[data-view=heatmap]")
     pg.wait_for_selector(".atsc[data-state=ready][data-view=heatmap] canvas.heatmap")
     assert pg.locator("#boom").count() == 0
-    shot(pg, tmp_path, "notebook")
+    shot(pg, tmp_path, "explorer-notebook")
     assert [u for u in requests if not u.startswith("file:")] == [], requests
     assert not errors, errors
     pg.close()
@@ -202,6 +206,7 @@ def test_heatmap_masked_cells_scale_axes_and_thinned_labels(page, server, tmp_pa
     page.hover("canvas.heatmap", position={"x": 2, "y": 2})
     page.mouse.move(*_cell_xy(page, 0, 3))
     assert "masked" in page.inner_text(".tooltip")
+    shot(page, tmp_path, "explorer-heatmap-masked")
     # > 64 keys: square-root scale by default (not ÷ row max), labels thinned, every label on hover
     page.select_option("#model", "minilm")
     page.fill("#text", LONG)
@@ -370,6 +375,7 @@ def test_long_input_pooled_overview_and_zoom(page, server, tmp_path):
     page.click("#analyze")
     page.wait_for_selector("#app[data-state=ready][data-view=long] #pooled-view", timeout=60_000)
     assert painted(page, "#pooled-view") > 0.3
+    shot(page, tmp_path, "explorer-long-input")
     box = page.locator("#pooled-view").bounding_box()
     page.mouse.click(box["x"] + 40 + 10, box["y"] + 16 + 10)  # layer 0, head 0
     page.wait_for_selector("#app[data-state=ready] #pooled-zoom", timeout=60_000)
@@ -383,7 +389,7 @@ def test_long_input_pooled_overview_and_zoom(page, server, tmp_path):
     page.wait_for_function(f"document.querySelector('#app figcaption').textContent !== {cap!r}", timeout=60_000)
     page.wait_for_selector("#app[data-state=ready] #pooled-zoom")
     assert "(exact weights)" in page.inner_text("figcaption")
-    shot(page, tmp_path, "explorer-long-input")
+    shot(page, tmp_path, "explorer-long-zoom")
 
 
 def test_live_tracking_timeline(page, server, tmp_path):
@@ -401,4 +407,4 @@ def test_live_tracking_timeline(page, server, tmp_path):
     page.wait_for_function("document.querySelector('#app').attnscope.s.texts.input === 'The cat sat on the mat'")
     assert page.locator("#timeline-table tbody tr").count() >= 2
     assert len(n_requests) < len(" sat on the mat")  # debounced: not one request per key
-    shot(page, tmp_path, "explorer-live")
+    shot(page, tmp_path, "explorer-live", full_page=True)

@@ -207,6 +207,7 @@
     return e;
   }
   const fmt = (x, d = 3) => (x === undefined || x === null || Number.isNaN(x)) ? "–" : Number(x).toFixed(d);
+  const fmtSig = (x) => (x === undefined || x === null || Number.isNaN(x)) ? "–" : x !== 0 && Math.abs(x) < 0.01 ? Number(x).toExponential(1) : Number(x).toFixed(2);
   const DPR = () => Math.min(2, global.devicePixelRatio || 1);
   const clipLabel = (t, n) => t.length > n ? t.slice(0, n - 1) + "…" : t;
   function download(blob, name) {
@@ -240,7 +241,7 @@
     ["neuron", "Neuron view"], ["explain", "Explain"], ["ablate", "Ablate"], ["analyses", "Analyses & compare"], ["long", "Long input"]];
   const SERVER_VIEWS = new Set(["neuron", "explain", "ablate", "analyses", "long"]);
   const LONG_CHARS = 6000;  // longer texts open the pooled overview (no full maps) unless the box is unticked
-  const LIVE_DEBOUNCE_MS = 120;
+  const LIVE_DEBOUNCE_MS = 80;
 
   class Explorer {
     constructor(root, source, options) {
@@ -458,6 +459,8 @@
         this.setStatus(`live: ${this.nTokens()} tokens`);
         this.root.dataset.live = "done";
         this.root.dataset.liveText = req.text.length;
+        this.liveCtl = null;
+        setTimeout(() => { if (!this.liveCtl && this.s === summary) this.loadRoles(); }, 600);  // roles once typing pauses
       } catch (e) {
         if (e.name === "AbortError") return;
         if (ctl === this.liveCtl) { this.setStatus(e.message, true); this.root.dataset.live = "error"; }
@@ -551,7 +554,7 @@
       this.maps = new Map();
       await this.render();
       this.renderStats();
-      this.loadRoles();
+      if (!this.liveCtl) this.loadRoles();  // not while typing: the role analysis would compete with the next update
     }
 
     changed() { this.buildHeadBox(); this.render(); this.renderStats(); }
@@ -634,17 +637,32 @@
         else if (v === "analyses") node = this.renderAnalyses();
         else node = await this.renderLong();
         if (seq !== this.seq) return;  // a newer render started meanwhile
+        this.hideTip();
         this.viewEl.textContent = "";
         this.viewEl.append(node);
         this.root.dataset.state = "ready";
         this.root.dataset.view = this.view;
         this.syncUrl();
+        if (v === "heatmap" || v === "head") this.prefetch(seq);
       } catch (e) {
         if (seq !== this.seq) return;
         this.viewEl.textContent = "";
         this.viewEl.append(el("p", { class: "hint error", text: e.message }));
         this.root.dataset.state = "ready";
         this.root.dataset.view = this.view;
+      }
+    }
+
+    /** Fetch the maps a selection is likely to open next (this layer's heads, the same head one layer up and
+     * down), one at a time after the view is drawn, so arrow keys and clicks only paint. */
+    async prefetch(seq) {
+      const st = this.s.streams[this.stream], h = this.heads[0], li = st.layers.indexOf(this.layer), stream = this.stream;
+      const want = [...st.heads.map((x) => [this.layer, x]), [this.layer, "mean"]];
+      for (const d of [1, -1]) if (st.layers[li + d] !== undefined) want.push([st.layers[li + d], h]);
+      await new Promise((r) => setTimeout(r, 30));
+      for (const [l, x] of want) {
+        if (seq !== this.seq || stream !== this.stream || this.liveCtl) return;  // the view moved on: stop
+        try { await this.getMap(l, x); } catch (e) { return; }
       }
     }
 
@@ -826,7 +844,9 @@
       c.style.width = W + "px"; c.style.height = Hh + "px";
       const ctx = c.getContext("2d");
       const colourOf = (h) => legendHeads.length > 1 ? HEAD_COLORS[legendHeads.indexOf(h) % HEAD_COLORS.length] : "#1f5fbf";
+      let base = null;  // the every-line picture: drawn once (262k lines at 512 tokens), then copied
       const draw = (focus, focusKey) => {
+        if (focus === null && focusKey === null && base) { ctx.setTransform(1, 0, 0, 1, 0, 0); ctx.drawImage(base, 0, 0); return; }
         ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
         ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, W, Hh);
         ctx.font = "12px system-ui, sans-serif"; ctx.textBaseline = "middle"; ctx.fillStyle = "#5b6573";
@@ -849,6 +869,9 @@
         ctx.globalAlpha = 1; ctx.globalCompositeOperation = "source-over";
         q.forEach((t, i) => { ctx.fillStyle = i === focus ? "#d62728" : "#1b2330"; ctx.textAlign = "right"; ctx.fillText(clipLabel(t, 16), colW - 6, top + (i + 0.5) * rowH); });
         k.forEach((t, j) => { ctx.fillStyle = j === focusKey ? "#d62728" : "#1b2330"; ctx.textAlign = "left"; ctx.fillText(clipLabel(t, 16), colW + gapW + 6, top + (j + 0.5) * rowH); });
+        if (focus === null && focusKey === null && !base) {
+          base = document.createElement("canvas"); base.width = c.width; base.height = c.height; base.getContext("2d").drawImage(c, 0, 0);
+        }
       };
       draw(this.focus, this.focusKey);
       const name = (mi) => this.heads[mi] === "mean" ? "mean" : "head " + this.heads[mi];
@@ -1029,7 +1052,7 @@
         const m = scores[sel.value], flat = m.flat().filter((v) => v !== null && Number.isFinite(v)), lim = Math.max(1e-12, ...flat.map(Math.abs)), signed = flat.some((v) => v < 0);
         const tb = el("tbody");
         layers.forEach((l, li) => tb.append(el("tr", {}, el("th", { scope: "row", text: "L" + l }), ...heads.map((h, hi) => {
-          const v = m[li][hi], td = el("td", { text: fmt(v, 2), title: `layer ${l} head ${h}: ${fmt(v, 4)}` });
+          const v = m[li][hi], td = el("td", { text: fmtSig(v), title: `layer ${l} head ${h}: ${fmt(v, 4)}` });
           if (v !== null && Number.isFinite(v)) { const g = Math.round(Math.sqrt(Math.abs(v) / lim) * 255) * 3; td.style.background = signed ? divColour(v, lim) : `rgb(${LUT[g]},${LUT[g + 1]},${LUT[g + 2]})`; if (!signed && Math.abs(v) / lim > 0.5) td.style.color = "#fff"; }
           return td; }))));
         holder.textContent = "";
