@@ -32,10 +32,13 @@ _EXPORTS = {
     "MixingResult": ".value_mixing", "VALUE_METHODS": ".value_aware", "methods_for": ".explanation",
     "norm_attention": ".value_norms", "attention_block_mixing": ".block_mixing", "globenc_attribution": ".globenc",
     "alti_attribution": ".alti", "alti_logit_attribution": ".alti_logit", "value_zeroing_attribution": ".value_zeroing",
+    "perturbation_robustness": ".robustness", "RobustnessResult": ".robustness", "AttentionNoise": ".robustness",
+    "syntactic_roles": ".linguistic_heads", "coreference_roles": ".linguistic_heads",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
+    "perturbation_robustness", "RobustnessResult", "AttentionNoise", "syntactic_roles", "coreference_roles",
     "ScaleHeads", "ZeroHeads", "MeanHeads", "KeepHeads", "Knockout", "RemoveTopKey", "ProbsProbe", "HeadGate",
     "run_with_interventions", "intervene", "prediction_change", "encode", "output_logits",
     "AttentionGradients", "attention_gradients", "chefer_relevancy",

@@ -181,7 +181,7 @@ def _last_hidden(output: Any) -> torch.Tensor:
     return h[0].double()  # (N, D)
 
 
-def robustness(lm: LoadedModel, text: str, *, scales: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0),
+def perturbation_robustness(lm: LoadedModel, text: str, *, scales: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0),
                n_seeds: int = 10, kind: str = "gaussian", target: str = "embeddings", seed: int = 0,
                progress: ProgressCallback | None = None) -> RobustnessResult:
     """Attention divergence from the clean attention of ``text`` under noise (module docstring).

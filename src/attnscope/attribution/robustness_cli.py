@@ -50,7 +50,7 @@ def robustness(
     set_placement(device, dtype)
     from ..models import load_model
     from ..render.robustness import plot_robustness
-    from .robustness import _check, robustness as run
+    from .robustness import _check, perturbation_robustness as run
 
     _check(scale_list, seeds, kind, target)  # refuse bad options before loading the model
     with status(f"loading {model}", quiet=quiet):
