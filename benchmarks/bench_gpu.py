@@ -352,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
             "small": a.small, "rounds": rounds, "block_elements": block, "threads": a.threads,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    from attnscope.capture import fused
+
+    info["stats_route"] = fused.route(device) or "general"  # statistics-only sites: kernel / lse / general path
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     else:
@@ -366,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(a.json, "w") as f:
         json.dump(result, f, indent=1, default=str)
     print(f"bench_gpu on {info.get('gpu', info.get('cpu'))} ({device}), torch {torch.__version__}, "
-          f"{info['seconds_total']:.0f} s; JSON: {a.json}")
+          f"statistics route {info['stats_route']}, {info['seconds_total']:.0f} s; JSON: {a.json}")
     print(_table(rows))
     for name, c in checks.items():
         print(f"self-check {name}: {'passed' if c['ok'] else 'FAILED'} (max errors: "
