@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attnscope.analysis.coreference_heads import CorefItem, coreference_heads, coreference_items
+from attnscope.analysis.coreference_heads import coreference_heads, coreference_items
 from attnscope.analysis.syntactic_heads import Sentence, read_conllu, syntactic_heads, to_conllu
 from attnscope.analysis.word_attention import token_to_word, word_attention, word_spans
 from attnscope.errors import InputError

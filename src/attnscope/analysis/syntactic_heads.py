@@ -9,7 +9,8 @@ relation is the share of that relation's arcs it gets right; the best head of ea
 the best *fixed-offset* baseline (always predict the word k positions away, the k that scores best).
 
 The arcs come from any parser: :func:`read_conllu` reads CoNLL-U (Universal Dependencies format), or
-build :class:`Sentence` objects directly. A parser's output is a reference, not gold trees: the accuracy
+build :class:`Sentence` objects directly; word-level maps come from
+:func:`attnscope.analysis.word_attention.word_attention`. A parser's output is a reference, not gold trees: the accuracy
 of a head is measured against the parser, errors included.
 """
 
@@ -22,7 +23,6 @@ import numpy as np
 
 from ..errors import InputError
 from .results import _jsonable
-from .word_attention import word_attention
 
 DIRECTIONS = ("dep2gov", "gov2dep")
 MAX_OFFSET = 10
@@ -224,7 +224,3 @@ def syntactic_heads(sentences: Sequence[Sentence], word_maps: Sequence[tuple[np.
     return counter.result(layers if layers is not None else range(L), heads if heads is not None else range(H),
                           min_count)
 
-
-def sentence_word_maps(weights: np.ndarray, assign: np.ndarray, sentence: Sentence) -> tuple[np.ndarray, np.ndarray]:
-    """Convenience: word maps of one sentence from token maps (L, H, N, N) and the token→word assignment."""
-    return word_attention(weights, assign, len(sentence.words))
