@@ -228,7 +228,11 @@ def main() -> None:
                 json.dump(results, f, indent=1)
     finally:
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:  # still busy with a long forward
+            server.kill()
+            server.wait(10)
 
 
 def bench_tti(browser, url: str, a, hover: bool, tti: bool) -> dict:

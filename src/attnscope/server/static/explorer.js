@@ -844,14 +844,24 @@
       c.style.width = W + "px"; c.style.height = Hh + "px";
       const ctx = c.getContext("2d");
       const colourOf = (h) => legendHeads.length > 1 ? HEAD_COLORS[legendHeads.indexOf(h) % HEAD_COLORS.length] : "#1f5fbf";
-      let base = null;  // the every-line picture: drawn once (262k lines at 512 tokens), then copied
+      // cached pictures: the labels alone (lines never cross the label columns) and every line (262k at 512 tokens)
+      let base = null, labels = null;
+      const label = (t, i, side, red) => {
+        if (red) { ctx.fillStyle = "#fff"; ctx.fillRect(side ? colW + gapW + 2 : 0, top + i * rowH, colW - 2, rowH); }
+        ctx.fillStyle = red ? "#d62728" : "#1b2330"; ctx.textAlign = side ? "left" : "right";
+        ctx.fillText(clipLabel(t, 16), side ? colW + gapW + 6 : colW - 6, top + (i + 0.5) * rowH); };
       const draw = (focus, focusKey) => {
         if (focus === null && focusKey === null && base) { ctx.setTransform(1, 0, 0, 1, 0, 0); ctx.drawImage(base, 0, 0); return; }
         ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-        ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, W, Hh);
-        ctx.font = "12px system-ui, sans-serif"; ctx.textBaseline = "middle"; ctx.fillStyle = "#5b6573";
-        ctx.textAlign = "right"; ctx.fillText("queries", colW - 6, 9);
-        ctx.textAlign = "left"; ctx.fillText("keys", colW + gapW + 6, 9);
+        ctx.font = "12px system-ui, sans-serif"; ctx.textBaseline = "middle";
+        if (labels) { ctx.setTransform(1, 0, 0, 1, 0, 0); ctx.drawImage(labels, 0, 0); ctx.setTransform(dpr, 0, 0, dpr, 0, 0); }
+        else {
+          ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, W, Hh);
+          ctx.fillStyle = "#5b6573"; ctx.textAlign = "right"; ctx.fillText("queries", colW - 6, 9);
+          ctx.textAlign = "left"; ctx.fillText("keys", colW + gapW + 6, 9);
+          q.forEach((t, i) => label(t, i, 0, false)); k.forEach((t, j) => label(t, j, 1, false));
+          labels = document.createElement("canvas"); labels.width = c.width; labels.height = c.height; labels.getContext("2d").drawImage(c, 0, 0);
+        }
         const x0 = colW, x1 = colW + gapW;
         ctx.globalCompositeOperation = "multiply";
         maps.forEach((m, mi) => {
@@ -867,8 +877,8 @@
           }
         });
         ctx.globalAlpha = 1; ctx.globalCompositeOperation = "source-over";
-        q.forEach((t, i) => { ctx.fillStyle = i === focus ? "#d62728" : "#1b2330"; ctx.textAlign = "right"; ctx.fillText(clipLabel(t, 16), colW - 6, top + (i + 0.5) * rowH); });
-        k.forEach((t, j) => { ctx.fillStyle = j === focusKey ? "#d62728" : "#1b2330"; ctx.textAlign = "left"; ctx.fillText(clipLabel(t, 16), colW + gapW + 6, top + (j + 0.5) * rowH); });
+        if (focus !== null) label(q[focus], focus, 0, true);
+        if (focusKey !== null) label(k[focusKey], focusKey, 1, true);
         if (focus === null && focusKey === null && !base) {
           base = document.createElement("canvas"); base.width = c.width; base.height = c.height; base.getContext("2d").drawImage(c, 0, 0);
         }
