@@ -1,6 +1,6 @@
 """Per-query-row attention statistics: one definition shared by every capture path.
 
-Two entry points compute the same numbers:
+Three entry points compute the same numbers:
 
 - :func:`row_statistics` from probabilities (stored maps, the eager reference, intervened rows);
 - :func:`row_statistics_from_scores` from the masked pre-softmax scores of a query block — what the
