@@ -7,10 +7,11 @@ Three entry points compute the same numbers:
   fast path's statistics mode uses. With ``m`` the row maximum and ``Z = Σ exp(s - m)``, the largest
   weight is ``1 / Z`` and ``log p = (s - m) - log Z``, so entropy is ``-log(max p) - Σ p (s - m)``: no
   logarithm per element (the online-softmax identities of flash attention; Milakov & Gimelshein
-  2018). The tests check the two agree with each other and with the eager reference.
-
+  2018);
 - :func:`row_statistics_from_lse` from scores and each row's log-sum-exp (which flash-attention kernels
   return; ``capture/lse_stats.py``): no exponential for the largest weight and the threshold counts.
+
+The tests check that they agree with each other and with the eager reference.
 
 Gini needs the row in sorted order (O(N log N) per row, several times the cost of everything else
 on a CPU at 512 tokens), so statistics mode leaves it out unless asked for (``STREAMING_STATS``);
