@@ -524,6 +524,12 @@ def verdict(summary: list[dict[str, Any]], tests: list[dict[str, Any]], means: d
              f"the method pairs of each metric, α = {alpha}; 95 % percentile bootstrap intervals):"]
     if len(live) < 2:
         lines.append("- fewer than two methods were scored on at least 5 examples: nothing to compare.")
+    n_pairs = len(live) * (len(live) - 1) // 2
+    n_min = min((t["n"] for t in tests), default=0)
+    if n_pairs and n_min and 2.0 ** (1 - n_min) * n_pairs >= alpha:  # exact Wilcoxon: smallest two-sided p = 2 / 2^n
+        lines.append(f"- NOTE: with {n_min} examples and {n_pairs} method pairs no difference can reach significance "
+                     f"(the smallest Wilcoxon p, 2/2^{n_min}, times {n_pairs} pairs is ≥ {alpha}); 'not significantly "
+                     "different' below means 'too few examples to tell', not 'equal'.")
     for k in TESTED if len(live) >= 2 else ():
         label, higher = METRICS[k]
         order = sorted(live, key=lambda m: -means[m, k] if higher else means[m, k])
