@@ -207,12 +207,12 @@ def exp_scores(img: Path, steps: int, seed: int, log: Callable[[str], None]) -> 
 def exp_lengths(img: Path, steps: int, seed: int, log: Callable[[str], None]) -> str:
     from .plots import plot_lines
 
-    buckets = [[3, 10], [11, 20], [21, 30], [31, 60]]
+    buckets = [[3, 10], [11, 20], [21, 30], [31, 50], [51, 100]]  # the exercise: short 5-10, mid 20-30, long 50-100 words
     series, rows, labels = {}, [], None
     for att in ("bahdanau", "luong-general"):
         r = run_isolated(_train_spec(att, steps, seed, buckets=buckets,
                                      train={"task": "svo-sov", "attention": att, "n_test": 600,
-                                            "task_options": {"max_clauses": 3}},
+                                            "task_options": {"max_clauses": 10}},
                                      alignment_png=str(img / f"lengths_{att}_alignment.png")), log)
         labels = [b["bucket"] for b in r["buckets"]]
         series[att] = {k: [b[k] for b in r["buckets"]] for k in ("bleu", "entropy", "exact_match")}
