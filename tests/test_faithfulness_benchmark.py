@@ -185,3 +185,5 @@ def test_cli_errors_and_a_small_run(clf, tmp_path, capsys):
     table = (tmp_path / "o" / "table.md").read_text()
     assert "| random |" in table and "| attention |" in table and "Holm" in table
     assert (tmp_path / "o" / "curves.png").stat().st_size > 10_000
+    again = fb.load_result(tmp_path / "o")  # re-summarised from the files
+    assert again.meta["n_examples"] == 4 and [s["n"] for s in again.summary] == [4, 4]
