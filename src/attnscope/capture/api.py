@@ -414,6 +414,22 @@ def capture(
                             block_elements, interventions, statistics)
 
 
+def assemble_session(session: CaptureSession, layer_sel: dict[str, list[int]]) -> tuple[dict, dict, dict]:
+    """The trace payloads (weights, stats, topk per stream) of a session's recorders: one forward, or rows
+    received over several calls (generation steps, an incremental capture's reused and new rows)."""
+    weights, stats, topk = {}, {}, {}
+    for s, lyrs in layer_sel.items():
+        for rec in session.recorders:
+            parts = [rec.assemble((s, l)) for l in lyrs]
+            if isinstance(rec, FullRecorder):
+                weights[s] = torch.stack([p[0] for p in parts])  # (L, h, Nq, Nk)
+            elif isinstance(rec, StatsRecorder):
+                stats[s] = {k: torch.stack([p[k][0] for p in parts]) for k in parts[0]}  # (L, h, Nq)
+            elif isinstance(rec, TopKRecorder):
+                topk[s] = tuple(torch.stack([p[i][0] for p in parts]) for i in range(2))  # (L, h, Nq, k)
+    return weights, stats, topk
+
+
 def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, method, top_k, full_dtype,
                      block_elements, interventions, statistics=None) -> AttentionTrace:
     if method == "fast" and not supports_interface(lm.model):
@@ -424,7 +440,6 @@ def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, 
             raise CaptureError(f"{type(lm.model).__name__}: interventions need the AttentionInterface fast path")
     if method not in ("fast", "eager"):
         raise InputError(f"unknown capture method {method!r}; valid methods: fast, eager")
-    weights, stats, topk = {}, {}, {}
     if method == "fast":
         session, _ = _run_fast(lm, inputs, layer_sel, head_sel, modes, top_k, full_dtype, block_elements,
                                interventions, statistics)
@@ -433,14 +448,9 @@ def _capture_encoded(lm, inputs, seqs, texts, meta, modes, layer_sel, head_sel, 
                 missing = [l for l in layers if (s, l) not in rec.blocks]
                 if missing:
                     raise CaptureError(f"{lm.name}: no attention was recorded for stream {s!r} layers {missing}")
-                parts = [rec.assemble((s, l)) for l in layers]
-                if isinstance(rec, FullRecorder):
-                    weights[s] = torch.stack([p[0] for p in parts])  # (L, h, Nq, Nk)
-                elif isinstance(rec, StatsRecorder):
-                    stats[s] = {k: torch.stack([p[k][0] for p in parts]) for k in parts[0]}  # (L, h, Nq)
-                elif isinstance(rec, TopKRecorder):
-                    topk[s] = tuple(torch.stack([p[i][0] for p in parts]) for i in range(2))  # (L, h, Nq, k)
+        weights, stats, topk = assemble_session(session, layer_sel)
     else:
+        weights, stats, topk = {}, {}, {}
         found, _ = _run_eager(lm, inputs)
         for s, layers in layer_sel.items():
             maps = torch.stack([found[s][l][0][head_sel[s]] for l in layers]).float().cpu()  # (L, h, Nq, Nk)

@@ -18,10 +18,10 @@ from ..errors import InputError
 from ..models import LoadedModel
 from ..trace import STREAM_SEQUENCES, AttentionTrace, Tokens
 from .api import (_as_loaded, _decoded, _encode, _encode_ids, _encode_speech, _modes, _one_input, _tokens,
-                  attention_implementation, check_input_ids, check_text, check_top_k, resolve_selection,
+                  assemble_session, attention_implementation, check_input_ids, check_text, check_top_k, resolve_selection,
                   sliding_window_meta)
 from .interface import DEFAULT_BLOCK_ELEMENTS, CaptureSession, annotate_model, register, session_scope
-from .recorders import FullRecorder, StatsRecorder, TopKRecorder, make_recorders
+from .recorders import make_recorders
 
 
 @dataclass
@@ -34,22 +34,6 @@ class GenerationResult:
     token_ids: list[int]  # generated token ids
     token_probs: list[float] = field(default_factory=list)  # the model's probability of each chosen token
     step_entropies: list[float] = field(default_factory=list)  # entropy of the next-token distribution
-
-
-def assemble_session(session: CaptureSession, layer_sel: dict[str, list[int]]) -> tuple[dict, dict, dict]:
-    """The trace payloads (weights, stats, topk per stream) of a session whose recorders received rows
-    over several calls (generation steps, or an incremental capture's reused and new rows)."""
-    weights, stats, topk = {}, {}, {}
-    for s, lyrs in layer_sel.items():
-        for rec in session.recorders:
-            parts = [rec.assemble((s, l)) for l in lyrs]
-            if isinstance(rec, FullRecorder):
-                weights[s] = torch.stack([p[0] for p in parts])  # (L, h, Nq, Nk)
-            elif isinstance(rec, StatsRecorder):
-                stats[s] = {k: torch.stack([p[k][0] for p in parts]) for k in parts[0]}  # (L, h, Nq)
-            elif isinstance(rec, TopKRecorder):
-                topk[s] = tuple(torch.stack([p[i][0] for p in parts]) for i in range(2))  # (L, h, Nq, k)
-    return weights, stats, topk
 
 
 def _chat_prompt(lm: LoadedModel, prompt: str | list[dict]) -> str:

@@ -3,7 +3,7 @@
 A causal model's attention row ``i`` depends only on tokens ``0..i``, so when text is appended the
 rows of the unchanged prefix stay exact and only the rows of the new tokens need computing: they are
 run over the prefix's keys and values (the KV cache), exactly as each step of :func:`attnscope.generate`
-is. The recorders and the assembly are generation's (``generation.assemble_session``); the reused
+is. The recorders are generation's and the assembly is capture's (``api.assemble_session``); the reused
 rows are handed to the recorders first, so the result is the square causal trace one forward over the
 whole text gives (the tests check it against a fresh capture and against transformers' eager attention).
 
