@@ -110,6 +110,24 @@ def test_type_sentence_switch_layer_and_head(page, server, tmp_path):
     shot(page, tmp_path, "explorer-rollout")
 
 
+def test_role_column_shows_linguistic_roles(page, server, tmp_path):
+    """MiniLM has a measured linguistic record: the role column adds each head's syntactic/coreference role."""
+    from attnscope.analysis.head_roles import linguistic_roles
+    from attnscope.analysis.linguistic_tables import TABLES
+
+    labels = linguistic_roles(TABLES["minilm"], list(range(6)), list(range(12)))["labels"]
+    layer, head = next((l, h) for l in range(6) for h in range(12) if labels[l][h])
+    analyze(page, server, "The quick brown fox jumps over the lazy dog because it can.")
+    page.select_option("#layer", str(layer))
+    row = page.locator(f"#stats-table tbody tr[data-head='{head}'] td.role")
+    row.wait_for(timeout=60_000)
+    page.wait_for_function(f"document.querySelector(\"#stats-table tbody tr[data-head='{head}'] td.role\")"
+                           f".textContent.includes({labels[layer][head]!r})", timeout=30_000)
+    text = row.inner_text()
+    assert labels[layer][head] in text and text.index(labels[layer][head]) > 0  # after the pattern label
+    shot(page, tmp_path, "explorer-roles")
+
+
 def test_user_html_is_shown_as_text(page, server, tmp_path):
     analyze(page, server, XSS)
     page.wait_for_selector("#model-view")

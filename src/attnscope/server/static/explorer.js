@@ -207,6 +207,12 @@
     return e;
   }
   const fmt = (x, d = 3) => (x === undefined || x === null || Number.isNaN(x)) ? "–" : Number(x).toFixed(d);
+  // a head's role label: its attention pattern (head_roles), then its linguistic role where the model has a
+  // measured record (best head of a dependency relation or for coreference; meta.linguistic of head_roles)
+  const roleText = (role, li, hi) => {
+    const ling = role.meta.linguistic && role.meta.linguistic.labels && (role.meta.linguistic.labels[li] || [])[hi];
+    return [role.meta.labels[li][hi], ling].filter((x) => x).join(" · ");
+  };
   const fmtSig = (x) => (x === undefined || x === null || Number.isNaN(x)) ? "–" : x !== 0 && Math.abs(x) < 0.01 ? Number(x).toExponential(1) : Number(x).toFixed(2);
   const DPR = () => Math.min(2, global.devicePixelRatio || 1);
   const clipLabel = (t, n) => t.length > n ? t.slice(0, n - 1) + "…" : t;
@@ -748,7 +754,7 @@
         const lines = [`layer ${ov.layers[p.l]} · head ${ov.heads[p.hi]}`];
         if (stats.entropy) lines.push(`entropy ${fmt(stats.entropy[p.l][p.hi])} nats · max ${fmt(stats.max[p.l][p.hi])}`,
           `first-token mass ${fmt(stats.first_token_mass[p.l][p.hi])} · mean distance ${fmt(stats.mean_distance[p.l][p.hi], 1)}`);
-        if (role) lines.push("role: " + role.meta.labels[p.l][p.hi]);
+        if (role) lines.push("role: " + roleText(role, p.l, p.hi));
         lines.push("click: heatmap · shift-click: add side by side");
         this.showTip(e, lines.join("\n"));
       });
@@ -1239,7 +1245,7 @@
         const tr = el("tr", { class: on ? "sel" : "", "data-head": h, tabindex: "0", "aria-selected": String(on), "aria-label": `head ${h}: select` });
         tr.append(el("th", { scope: "row", text: String(h) }));
         for (const [, key] of cols.slice(1)) tr.append(el("td", { text: fmt(stats[key][li][hi], key === "mean_distance" ? 1 : 3) }));
-        if (role) tr.append(el("td", { class: "role", text: role.meta.labels[li][hi] }));
+        if (role) tr.append(el("td", { class: "role", text: roleText(role, li, hi) }));
         const pick = (e) => { this.selectHead(this.layer, h, e.shiftKey); this.renderStats(); if (this.view === "model" || this.view === "rollout") this.setView("heatmap"); else this.render(); };
         tr.addEventListener("click", pick);
         tr.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); e.stopPropagation(); pick(e); } });
