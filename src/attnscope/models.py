@@ -309,15 +309,38 @@ def ensure_converted(entry: CatalogueEntry, progress: Callable[[str], None] | No
     if ready is not None:
         return ready
     out = entry.cache_dir()
-    if entry.name == "smollm2":
-        from .converters.smollm2_gguf import convert_smollm2, find_smollm2_gguf
+    with _conversion_lock(out):  # another process converting the same model: wait for it, then use its result
+        ready = entry.model_dir()
+        if ready is not None:
+            return ready
+        if entry.name == "smollm2":
+            from .converters.smollm2_gguf import convert_smollm2, find_smollm2_gguf
 
-        return convert_smollm2(find_smollm2_gguf(), out, progress)
-    if entry.name == "whisper-tiny-en":
-        from .converters.whisper_ct2 import convert_whisper_ct2, find_whisper_ct2
+            return convert_smollm2(find_smollm2_gguf(), out, progress)
+        if entry.name == "whisper-tiny-en":
+            from .converters.whisper_ct2 import convert_whisper_ct2, find_whisper_ct2
 
-        return convert_whisper_ct2(find_whisper_ct2(), out, progress)
+            return convert_whisper_ct2(find_whisper_ct2(), out, progress)
     raise ModelLoadError(f"no converter for {entry.name!r}")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _conversion_lock(out: Path):
+    """An exclusive advisory lock (``fcntl.flock``) on ``.<name>.lock`` beside ``out``, so that concurrent processes
+    (parallel test workers, two shells) convert a model once. Where ``fcntl`` is missing (Windows) conversions are
+    still atomic, only possibly done twice."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def resolve_model_name(name: str) -> tuple[str, bool]:
