@@ -309,7 +309,9 @@ def ensure_converted(entry: CatalogueEntry, progress: Callable[[str], None] | No
     if ready is not None:
         return ready
     out = entry.cache_dir()
-    with _conversion_lock(out):  # another process converting the same model: wait for it, then use its result
+    # another process converting the same model: wait for it, then use its result; transformers' own bars
+    # ("Writing model shards") stay off: `progress` says what is happening
+    with _conversion_lock(out), quiet_transformers():
         ready = entry.model_dir()
         if ready is not None:
             return ready
