@@ -191,3 +191,27 @@ def test_capture_package_is_callable(minilm):
     b = capture_pkg.capture(minilm, "The cat sat.", layers=[0], mode="stats")
     torch.testing.assert_close(a.row_stats()["entropy"], b.row_stats()["entropy"], atol=0, rtol=0)
     from attnscope.capture import capture as c, generate as g  # noqa: F401 - the README's import works
+
+
+def test_overlong_text_gives_attnscopes_message_only(minilm):
+    """A text longer than the model reads is counted, then truncated with attnscope's warning (or refused):
+    transformers' own 'Token indices sequence length is longer…' log line is not printed on top."""
+    import logging
+
+    from transformers.utils import logging as tf_logging
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    tf_logger = tf_logging.get_logger("transformers")
+    level = tf_logging.get_verbosity()
+    tf_logger.addHandler(handler)
+    tf_logging.set_verbosity_warning()
+    minilm.tokenizer.deprecation_warnings.clear()  # the tokenizer logs that line once per instance
+    try:
+        with pytest.warns(UserWarning, match="truncated from 602 to 512"):
+            attnscope.capture(minilm, "word " * 600, truncate=True, mode="stats")
+    finally:
+        tf_logger.removeHandler(handler)
+        tf_logging.set_verbosity(level)
+    assert not [m for m in seen if "sequence length is longer" in m], seen

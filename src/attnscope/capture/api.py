@@ -171,7 +171,9 @@ def _tokens(tokenizer, ids: list[int], offsets: list | None, special: list[int] 
 def _encode(lm: LoadedModel, text: str, text_pair: str | None, truncate: bool) -> tuple[dict, dict, dict]:
     """Tokenise one text: (model inputs (1, N), per-sequence Tokens, metadata)."""
     tok = lm.tokenizer
-    kwargs: dict[str, Any] = {"return_special_tokens_mask": True, "return_tensors": "pt"}
+    # verbose=False: a text longer than the model reads is counted first and then refused or truncated here, so
+    # transformers' "Token indices sequence length is longer than …" warning would only be noise
+    kwargs: dict[str, Any] = {"return_special_tokens_mask": True, "return_tensors": "pt", "verbose": False}
     if getattr(tok, "is_fast", False):
         kwargs["return_offsets_mapping"] = True
     enc = tok(text, text_pair, **kwargs) if text_pair is not None else tok(text, **kwargs)

@@ -111,8 +111,8 @@ def check_length(lm, text: str, text_pair: str | None, truncate: bool) -> None:
     """Refuse a text longer than the model reads with a message that fits the web as well as Python."""
     if truncate or lm.kind not in ("encoder", "causal", "seq2seq"):
         return
-    enc = lm.tokenizer(text, text_pair) if text_pair is not None else lm.tokenizer(text)
-    n = len(enc["input_ids"])
+    enc = lm.tokenizer(text, text_pair, verbose=False) if text_pair is not None else lm.tokenizer(text, verbose=False)
+    n = len(enc["input_ids"])  # counted only (verbose=False: no "sequence length is longer" log line)
     if n > lm.max_length:
         raise ApiError(413, "TooManyTokens",
                        f"the text has {n} tokens but {lm.name} reads at most {lm.max_length}: shorten it, or keep "

@@ -107,7 +107,7 @@ def check_position(kind: str, position: int | None) -> None:
 
 def check_tokens(state: ServerState, lm, text: str, what: str = "text") -> int:
     """Token count (special tokens included) of ``text``; 413 above ``max_attribution_tokens``."""
-    n = len(lm.tokenizer(text)["input_ids"])
+    n = len(lm.tokenizer(text, verbose=False)["input_ids"])  # counted only: no "sequence length is longer" log
     limit = state.config.max_attribution_tokens
     if n > limit:
         raise ApiError(413, "TooManyTokens", f"{what} has {n} tokens; the attribution endpoints accept at most {limit} "
