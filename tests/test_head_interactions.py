@@ -121,3 +121,8 @@ def test_cli_ablate_interactions_needs_ablation(tmp_path, capsys):
         main(["ablate", "-t", "A film.", "--interactions", "99", "-o", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--interactions must be 0 (off) or 2..16" in err, err
+    with pytest.raises(SystemExit) as e:  # --zero measures given heads: --interactions would be silently ignored
+        main(["ablate", "-t", "A film.", "--zero", "0:1", "--interactions", "3", "-o", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "use one of them" in err and "\n" not in err.strip(), err
+    assert not (tmp_path / "b").exists()

@@ -169,6 +169,9 @@ def ablate(
 
     With --interactions K, the top K heads by ablation effect are also zeroed in pairs: interactions.png
     shows each pair's effect minus the sum of the two single effects."""
+    if interactions and zero:
+        raise InputError("--interactions ranks heads by importance over the texts; --zero measures given heads only: "
+                         "use one of them")
     if interactions and method not in ("ablation", "both"):
         raise InputError("--interactions needs the ablation method (--method ablation or both)")
     if interactions:
