@@ -147,20 +147,11 @@ def lrp_attention(module, query, key, value, attention_mask, *args, **kwargs):
     return out, w
 
 
-_registered = False
-
-
 def register_lrp_attention() -> str:
     """Register :func:`lrp_attention` (and SDPA's mask builder) under ``attnscope_lrp`` (idempotent)."""
-    global _registered
-    if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    from ..capture.interface import register_attention_function
 
-        AttentionInterface.register(LRP_ATTN_NAME, lrp_attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(LRP_ATTN_NAME, sdpa_mask)
-        _registered = True
-    return LRP_ATTN_NAME
+    return register_attention_function(LRP_ATTN_NAME, lrp_attention)
 
 
 def _first_layer(model: torch.nn.Module) -> torch.nn.Module:

@@ -410,14 +410,19 @@ def release_heap() -> None:
         trim(0)
 
 
-_registered = False
+_registered: set[str] = set()
+
+
+def register_attention_function(name: str, fn) -> str:
+    """Register ``fn`` with transformers' AttentionInterface under ``name``, with SDPA's mask builder (idempotent).
+    Models then use it through ``attn_implementation=name``."""
+    if name not in _registered:
+        AttentionInterface.register(name, fn)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
+        _registered.add(name)
+    return name
 
 
 def register() -> str:
     """Register the attnscope attention and mask functions with transformers (idempotent)."""
-    global _registered
-    if not _registered:
-        AttentionInterface.register(ATTN_NAME, attnscope_attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_NAME, sdpa_mask)
-        _registered = True
-    return ATTN_NAME
+    return register_attention_function(ATTN_NAME, attnscope_attention)
