@@ -18,7 +18,8 @@ TEXT = "the cat sat on the mat because it was warm"
 
 @pytest.fixture(scope="module")
 def client(tiny):
-    app = create_app(ServerConfig(torch_threads=1, models={"tiny-llama": tiny("llama"), "tiny-bert": tiny("bert")},
+    app = create_app(ServerConfig(torch_threads=1, models={"tiny-llama": tiny("llama"), "tiny-bert": tiny("bert"),
+                                                          "tiny-mistral": tiny("mistral")},
                                   model="tiny-bert", preload=False))
     with TestClient(app, base_url="http://localhost") as c:
         yield c
@@ -45,7 +46,8 @@ def eager_attention(lm, text):
     return torch.stack([a[0] for a in out.attentions]).float()
 
 
-@pytest.mark.parametrize("model,layer,head,query", [("tiny-llama", 1, 2, 6), ("tiny-bert", 0, 2, 4)])
+@pytest.mark.parametrize("model,layer,head,query", [("tiny-llama", 1, 2, 6), ("tiny-bert", 0, 2, 4),
+                                                     ("tiny-mistral", 1, 3, 8)])
 def test_neuron_view_decomposes_the_heads_weights(client, tiny, model, layer, head, query):
     r = client.post("/v1/neuron", json={"text": TEXT, "model": model, "layer": layer, "head": head, "query": query})
     assert r.status_code == 200, r.text
@@ -58,6 +60,11 @@ def test_neuron_view_decomposes_the_heads_weights(client, tiny, model, layer, he
     assert torch.allclose(torch.tensor(d["weights"]), ref, atol=1e-4), (d["weights"], ref)
     if model == "tiny-llama":  # causal: later keys are masked
         assert d["allowed"] == [j <= query for j in range(len(d["tokens"]))]
+    if model == "tiny-mistral":  # sliding window: only the last `window` keys up to the query
+        window = tiny("mistral").model.config.sliding_window
+        assert window < query
+        assert d["allowed"] == [query - window < j <= query for j in range(len(d["tokens"]))]
+        assert all(w == 0 for w, ok in zip(d["weights"], d["allowed"]) if not ok)
 
 
 def test_neuron_view_bad_input(client):

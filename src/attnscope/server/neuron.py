@@ -1,11 +1,13 @@
 """The explorer's neuron view: one head's query·key decomposition for one query token.
 
 For the chosen query position ``i`` the attention score of key ``j`` is ``s_j = scale · Σ_d q_d k_{j,d}``
-(Vaswani et al. 2017, eq. 1), and the weight is ``softmax_j(s_j)`` over the keys the query may see. The
-view shows ``q``, each ``k_j``, the element-wise products ``q ⊙ k_j`` and their sum, as bertviz's neuron
-view does (Vig 2019, "A Multiscale Visualization of Attention in the Transformer Model"), but for any model
-on the fast path: the forward runs through attnscope's attention function, which hands this module the
-(post-rotary) query and key of the selected layer only; nothing else is recorded.
+(Vaswani et al. 2017, eq. 1), and the weight is ``softmax_j(s_j)`` over the keys the query may see
+(causal models: ``j <= i``; on a sliding-window layer also ``j > i - window``, as
+:meth:`attnscope.AttentionTrace.allowed_mask`). The view shows ``q``, each ``k_j``, the element-wise
+products ``q ⊙ k_j`` and their sum, as bertviz's neuron view does (Vig 2019, "A Multiscale Visualization
+of Attention in the Transformer Model"), but for any model on the fast path: the forward runs through
+attnscope's attention function, which hands this module the (post-rotary) query and key of the selected
+layer only; nothing else is recorded.
 """
 
 from __future__ import annotations
@@ -60,12 +62,15 @@ def qk_decomposition(lm: LoadedModel, text: str, layer: int, head: int, query: i
         raise CaptureError(f"layer {layer} of {lm.name} did not run through attnscope's attention function")
     q, k = got["q"], got["k"]
     scores = got["scale"] * (k @ q)  # (Nk,)
-    allowed = torch.ones(k.shape[0], dtype=torch.bool)
+    allowed = torch.ones(k.shape[0], dtype=torch.bool)  # (Nk,)
+    window = lm.sliding_windows().get(layer)  # the same windows captures record (trace.allowed_mask)
     if lm.kind == "causal":
         allowed[query + 1:] = False  # a decoder's query sees itself and the tokens before it
+        if window:  # a sliding-window layer (Mistral, config.layer_types): only the last `window` of them
+            allowed[:max(0, query - window + 1)] = False
     weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)  # (Nk,)
     tok = seqs["input"]
     return {"model": lm.name, "layer": layer, "head": head, "query": query, "scale": got["scale"],
             "tokens": tok.labels(text if text_pair is None else None),
             "q": q.tolist(), "k": k.tolist(), "scores": scores.tolist(), "weights": weights.tolist(),
-            "allowed": allowed.tolist()}
+            "allowed": allowed.tolist(), "window": window}
