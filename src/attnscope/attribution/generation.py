@@ -16,7 +16,8 @@ tokens), NaN where a token was not yet there. Methods:
 
 :func:`generation_attribution` covers decoder-only language models; :func:`seq2seq_attribution` covers
 encoder-decoders — transformers models (T5, Marian, …) and attnscope's own GRU :class:`~attnscope.seq2seq.model.Seq2Seq` —
-with ``grad_x_input`` over source and target-prefix embeddings, decoder cache (or recurrent state) reused.
+with ``grad_x_input`` over source and target-prefix embeddings, decoder cache (or recurrent state) reused, and
+``integrated_gradients`` over both (one path per step, no cache), checked for completeness.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError, UnknownNameError
+from ..errors import CaptureError, InputError, UnknownNameError
 from ..models import LoadedModel, require_trained_head
 from .method_notes import note
 
 GENERATION_METHODS = ("grad_x_input", "integrated_gradients", "attnlrp")
-SEQ2SEQ_METHODS = ("grad_x_input", "integrated_gradients")  # integrated_gradients: transformers models
+SEQ2SEQ_METHODS = ("grad_x_input", "integrated_gradients")
 MAX_NEW_TOKENS = 256
 
 
@@ -260,15 +261,17 @@ def seq2seq_attribution(model, source: str | Sequence[int], max_new_tokens: int 
     :class:`~attnscope.seq2seq.model.Seq2Seq` (``source`` a list of source ids ending with ``</s>``;
     ``source_labels`` / ``target_vocab`` name the ids, default their numbers).
 
-    ``method="integrated_gradients"`` (transformers models): each step on the full source and target prefix,
-    one straight path over both from the baseline (source tokens but the special ones, and the generated
-    tokens, replaced by the padding token; the decoder start token kept), checked for completeness."""
+    ``method="integrated_gradients"``: each step on the full source and target prefix, one straight path over
+    both from the baseline (source tokens but the special ones, and the generated tokens, replaced by the
+    padding token; the decoder start token kept), checked for completeness. For the GRU ``Seq2Seq`` the special
+    source tokens are ``<s>`` and ``</s>``, and the padding token's embedding is the zero vector (``padding_idx``)."""
     from ..seq2seq.model import Seq2Seq
 
     _check_args(method, SEQ2SEQ_METHODS, max_new_tokens)
     if isinstance(model, Seq2Seq):
-        if method != "grad_x_input":
-            raise InputError("the GRU seq2seq supports method='grad_x_input' only")
+        if method == "integrated_gradients":
+            return _gru_ig(model, list(source), max_new_tokens, source_labels, target_vocab, stop_at_eos, ig_steps,
+                           ig_max_steps)
         return _gru_steps(model, list(source), max_new_tokens, source_labels, target_vocab, stop_at_eos)
     if not isinstance(model, LoadedModel) or not getattr(model.config, "is_encoder_decoder", False):
         raise InputError("seq2seq_attribution needs an encoder-decoder: a transformers model loaded with load_model "
@@ -393,13 +396,37 @@ def _hf_seq2seq_ig(lm: LoadedModel, source: str, src: torch.Tensor, mask, start:
         checks=checks, warnings=warnings, meta={"source": source, "kv_cache": False, "max_new_tokens": n})
 
 
+def _gru_source(model, source: list[int]) -> torch.Tensor:
+    if not source:
+        raise InputError("the source is empty; give source token ids ending with </s>")
+    v = model.cfg.src_vocab
+    bad = [i for i in source if not 0 <= int(i) < v]
+    if bad:
+        raise InputError(f"source id {bad[0]} is out of range: the model's source vocabulary has ids 0..{v - 1}")
+    model.eval()
+    dev = next(model.parameters()).device
+    return torch.tensor([source], dtype=torch.long, device=dev)  # (1, S)
+
+
+def _gru_result(model, method: str, source: list[int], gen: list[int], rows, src_rows, logits_out, checks,
+                source_labels, target_vocab, warnings: list[str], meta: dict[str, Any]) -> GenerationAttribution:
+    from ..seq2seq.data import BOS_ID
+
+    def name(vocab, i):
+        return str(vocab[i]) if vocab is not None and 0 <= i < len(vocab) else str(i)
+
+    return GenerationAttribution(
+        model=type(model).__name__, method=method, prompt_tokens=[name(target_vocab, BOS_ID)],
+        generated_tokens=[name(target_vocab, t) for t in gen], generated_ids=gen, scores=_assemble(rows, 1),
+        target_logits=[v[0] for v in logits_out], probabilities=[v[1] for v in logits_out],
+        source_tokens=list(source_labels) if source_labels is not None else [str(i) for i in source],
+        source_scores=torch.stack(src_rows).cpu().numpy(), checks=checks, warnings=warnings, meta=meta)
+
+
 def _gru_steps(model, source: list[int], n: int, source_labels, target_vocab, stop_at_eos: bool):
     from ..seq2seq.data import BOS_ID, EOS_ID
 
-    if not source:
-        raise InputError("the source is empty; give source token ids ending with </s>")
-    model.eval()
-    src = torch.tensor([source], dtype=torch.long)  # (1, S)
+    src = _gru_source(model, source)  # (1, S)
     mask = torch.ones_like(src, dtype=torch.bool)
     leaves: list[torch.Tensor] = []
     src_rows, rows, gen, logits_out = [], [], [], []
@@ -407,7 +434,8 @@ def _gru_steps(model, source: list[int], n: int, source_labels, target_vocab, st
         memory, state, cache = model.encode(src, mask)
         y = BOS_ID
         for step in range(n):
-            logits, state, _ = model.decoder.step(torch.tensor([y]), state, memory, mask, cache)  # (1, V)
+            logits, state, _ = model.decoder.step(torch.tensor([y], device=src.device), state, memory, mask,
+                                                  cache)  # (1, V)
             t, lp = _step_out(logits[0])
             grads = torch.autograd.grad(logits[0, t], leaves, retain_graph=True)
             src_rows.append(_row(leaves[:1], grads[:1]))
@@ -417,14 +445,70 @@ def _gru_steps(model, source: list[int], n: int, source_labels, target_vocab, st
             y = t
             if (stop_at_eos and t == EOS_ID) or step == n - 1:
                 break
+    return _gru_result(model, "grad_x_input", source, gen, rows, src_rows, logits_out, [{} for _ in gen],
+                       source_labels, target_vocab, [], {"kv_cache": False, "recurrent_state": True,
+                                                         "max_new_tokens": n})
 
-    def name(vocab, i):
-        return str(vocab[i]) if vocab is not None and 0 <= i < len(vocab) else str(i)
 
-    return GenerationAttribution(
-        model=type(model).__name__, method="grad_x_input", prompt_tokens=[name(target_vocab, BOS_ID)],
-        generated_tokens=[name(target_vocab, t) for t in gen], generated_ids=gen, scores=_assemble(rows, 1),
-        target_logits=[v[0] for v in logits_out], probabilities=[v[1] for v in logits_out],
-        source_tokens=list(source_labels) if source_labels is not None else [str(i) for i in source],
-        source_scores=torch.stack(src_rows).cpu().numpy(), checks=[{} for _ in gen],
-        meta={"kv_cache": False, "recurrent_state": True, "max_new_tokens": n})
+def _gru_ig(model, source: list[int], n: int, source_labels, target_vocab, stop_at_eos: bool, ig_steps: int,
+            ig_max_steps: int | None) -> GenerationAttribution:
+    """Integrated gradients (Sundararajan et al. 2017) per generated token of the GRU seq2seq: one straight path
+    over [source embeddings; target-prefix embeddings] from the baseline (source tokens but ``<s>``/``</s>``,
+    and the generated prefix, replaced by ``<pad>``, whose embedding is zero; ``<s>`` starting the target kept),
+    the function being the teacher-forced logit of the step's greedy token; checked for completeness."""
+    from ..seq2seq.data import BOS_ID, EOS_ID, PAD_ID
+    from .captum_methods import integrated_gradients
+
+    src = _gru_source(model, source)  # (1, S)
+    S = src.shape[1]
+    mask = torch.ones_like(src, dtype=torch.bool)
+    with torch.no_grad():  # the greedy generation, recurrent state carried
+        memory, state, cache = model.encode(src, mask)
+        y, gen = BOS_ID, []
+        for step in range(n):
+            logits, state, _ = model.decoder.step(torch.tensor([y], device=src.device), state, memory, mask, cache)
+            y = int(logits[0].argmax())
+            gen.append(y)
+            if (stop_at_eos and y == EOS_ID) or step == n - 1:
+                break
+    keep = (src[0] == BOS_ID) | (src[0] == EOS_ID)  # (S,)
+    src_base = torch.where(keep, src[0], torch.full_like(src[0], PAD_ID))[None]  # (1, S)
+    src_rows, rows, logits_out, checks, warnings = [], [], [], [], []
+    for i, t in enumerate(gen):
+        prefix = torch.tensor([[BOS_ID] + gen[:i]], device=src.device)  # (1, i + 1)
+        prefix_base = torch.tensor([[BOS_ID] + [PAD_ID] * i], device=src.device)
+        queue: list[torch.Tensor] = []
+
+        def substitute(module, inp, out):
+            return queue.pop(0)
+
+        def f(z: torch.Tensor) -> torch.Tensor:  # z (B, S + i + 1, E) -> logits of the last step (B, V)
+            b = z.shape[0]
+            queue[:] = [z[:, :S]] + [z[:, S + j] for j in range(i + 1)]  # encoder: (B, S, E); each step: (B, E)
+            hs = [model.encoder.embed.register_forward_hook(substitute),
+                  model.decoder.embed.register_forward_hook(substitute)]
+            try:
+                logits, _ = model(src.expand(b, -1), mask.expand(b, -1), prefix.expand(b, -1))  # (B, i + 1, V)
+            finally:
+                for h in hs:
+                    h.remove()
+            if queue:
+                raise CaptureError("GRU seq2seq: the forward did not embed each source and target position once")
+            return logits[:, -1]
+
+        with torch.no_grad():
+            x = torch.cat([model.encoder.embed(src), model.decoder.embed(prefix)], 1)  # (1, S + i + 1, E)
+            xb = torch.cat([model.encoder.embed(src_base), model.decoder.embed(prefix_base)], 1)
+            logits = f(x)[0]  # (V,)
+        attr, check = integrated_gradients(f, x, xb, t, n_steps=ig_steps,
+                                           max_steps=8 * ig_steps if ig_max_steps is None else ig_max_steps)
+        r = attr.sum(-1)[0].double()  # (S + i + 1,)
+        src_rows.append(r[:S])
+        rows.append(r[S:])
+        logits_out.append(_step_out(logits)[1])
+        checks.append({"check": "completeness", "ok": check.ok, "delta": check.delta,
+                       "relative_error": check.relative_error, "warning": check.warning()})
+        if check.warning():
+            warnings.append(f"step {i}: {check.warning()}")
+    return _gru_result(model, "integrated_gradients", source, gen, rows, src_rows, logits_out, checks, source_labels,
+                       target_vocab, warnings, {"kv_cache": False, "recurrent_state": False, "max_new_tokens": n})
