@@ -135,8 +135,19 @@ def _sdpa_and_stats(query, key, value, mask, causal, names, key_offset=0, qpos0=
     return out, st, probs, allowed.expand(B, H, nq, nk).sum(-1)
 
 
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count in a test (``torch_threads(n)``); the count is restored after it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+# threads 2: the blocks run on the single-threaded pool threads (native.run_on_pool)
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("budget", [1 << 20, 300])  # whole maps of several pairs / query rows of one pair
-def test_stats_attention_equals_sdpa_and_statistics(kernel_fn, budget):
+def test_stats_attention_equals_sdpa_and_statistics(kernel_fn, budget, threads, torch_threads):
+    torch_threads(threads)
     gen = torch.Generator().manual_seed(3)
     B, H, Hkv, n, d = 2, 4, 2, 23, 8
     q, k, v = (torch.randn(B, h, n, d, generator=gen) for h in (H, Hkv, Hkv))
@@ -425,6 +436,38 @@ def test_row_pool_follows_torch_threads():
                 assert all(c[2].startswith("attnscope-rows") for c in calls)
     finally:
         torch.set_num_threads(before)
+
+
+def test_blocks_run_on_single_threaded_pool_threads(kernel_fn, torch_threads, monkeypatch):
+    """With 2 torch threads every block runs whole (matrix products and kernel) on a pool thread whose
+    torch operations are single-threaded; the caller's thread count and the default of new threads
+    are left as they were."""
+    if not native._per_thread_torch_threads():
+        pytest.skip("torch's native parallel backend: blocks take torch's team and the row pool")
+    torch_threads(2)
+    monkeypatch.setitem(native._pool_state, "key", None)  # a new pool: its set-up is part of the test
+    seen = []
+    real = fused.native_softmax_row_stats
+
+    def spy(*args, threads=None, **kw):
+        seen.append((threading.current_thread().name, torch.get_num_threads(), threads))
+        return real(*args, threads=threads, **kw)
+
+    monkeypatch.setattr(fused, "native_softmax_row_stats", spy)
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 3, 40, 8, generator=gen) for _ in range(3))
+    out, st = fused.stats_attention(q, k, v, None, 8 ** -0.5, True, 0, 0, ROW_STATS, Scratch(), budget=200)
+    out_ref, st_ref, probs, n_allowed = _sdpa_and_stats(q, k, v, None, True, ROW_STATS)
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+    assert_stats_close(st, st_ref, probs, n_allowed, atol=5e-5, rtol=1e-5)
+    assert len(seen) == 3 * 8  # 40 query rows in blocks of 200 // 40 = 5, for each of 3 heads
+    assert all(name.startswith("attnscope-rows") and n == 1 and t == 1 for name, n, t in seen)
+    assert torch.get_num_threads() == 2
+    fresh = []
+    t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert fresh == [2]
 
 
 def test_fused_gini_long_causal_map_against_float64(kernel_fn):

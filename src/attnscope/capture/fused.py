@@ -24,12 +24,24 @@ no position bias / soft-capping / sinks (those take the general path), and a rou
 
 from __future__ import annotations
 
+import itertools
+import threading
+
 import torch
 
 from ..statistics import _gini
 from . import lse_stats
-from .native import KERNEL_STATS, kernel, native_softmax_row_stats
+from .native import KERNEL_STATS, kernel, native_softmax_row_stats, run_on_pool
 from .recorders import Scratch
+
+_local = threading.local()
+
+
+def _thread_scratch() -> Scratch:
+    """The calling pool thread's own block buffers, kept between calls (see Scratch on why)."""
+    if not hasattr(_local, "scratch"):
+        _local.scratch = Scratch()
+    return _local.scratch
 
 # Elements of one score block (pairs * rows * keys): 1M float32 = 4 MB, which stays in cache between
 # the bmm, the kernel and the bmm (on 512-token batches blocks of 256K-1M scores ran fastest here, 2M
@@ -114,7 +126,8 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     fn = kernel() if row_kernel is None else row_kernel
     if fn is None:
         raise RuntimeError("attnscope: the statistics kernel is not available (see attnscope.capture.native)")
-    for ps, qs in _blocks(pairs, nq, nk, budget):
+    def attend(ps: slice, qs: slice, scratch: Scratch, kernel_threads: int | None) -> None:
+        """One block: scores, the kernel, the output rows (the block's own slices of out, stats, gini)."""
         g, bq = ps.stop - ps.start, qs.stop - qs.start
         rows = torch.arange(qs.start, qs.stop)
         # keys a block can see: with implicit causal masking, none after its last query
@@ -125,7 +138,8 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         block_stats = scratch.get("fused_stats", (g * bq, len(KERNEL_STATS)))
         offsets = None if mask is None else (mask.pair_offsets[ps] + qs.start * mask.row_stride).contiguous()
         native_softmax_row_stats(fn, scores, scaling, None if mask is None else mask.u8, offsets,
-                                 0 if mask is None else mask.row_stride, key_end, rel_pos, block_stats)
+                                 0 if mask is None else mask.row_stride, key_end, rel_pos, block_stats,
+                                 threads=kernel_threads)
         stats[ps, qs] = block_stats.view(g, bq, -1)
         if gini is not None:  # needs the row sorted: from the block's probabilities
             gini[ps, qs] = _gini(scores, block_stats[:, -1].view(g, bq))
@@ -133,6 +147,19 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
             torch.bmm(scores, v[ps, :kl], out=out[ps])
         else:
             out[ps, qs] = torch.bmm(scores, v[ps, :kl], out=scratch.get("fused_out", (g, bq, dv)))
+
+    blocks = _blocks(pairs, nq, nk, budget)
+    workers = min(torch.get_num_threads(), len(blocks))
+    next_block = itertools.count()  # shared by the pool threads; next() is atomic under the GIL
+
+    def work() -> None:  # a pool thread: whole blocks, one after another, until none is left
+        scratch_here = _thread_scratch()
+        while (i := next(next_block)) < len(blocks):
+            attend(*blocks[i], scratch_here, 1)
+
+    if workers <= 1 or not run_on_pool(work, workers):
+        for ps, qs in blocks:  # one thread, or no single-threaded pool: torch's team, then the kernel's
+            attend(ps, qs, scratch, None)
     by_stat = stats.permute(2, 0, 1).contiguous().view(len(KERNEL_STATS), B, H, nq)  # one copy: (8, B, H, Nq)
     result = {name: by_stat[i] for i, name in enumerate(KERNEL_STATS) if name in names}
     if "argmax" in result:

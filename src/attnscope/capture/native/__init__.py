@@ -245,28 +245,72 @@ def kernel():
 
 
 _pool_lock = threading.Lock()
-_pool_state: dict = {"key": None, "pool": None}
+_pool_state: dict = {"key": None, "pool": None, "single": False}
 
 
 def _reset_pool_in_child() -> None:
     global _pool_lock
     _pool_lock = threading.Lock()  # another thread may have held it at the fork
-    _pool_state.update(key=None, pool=None)
+    _pool_state.update(key=None, pool=None, single=False)
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_pool_in_child)
 
 
+@functools.cache
+def _per_thread_torch_threads() -> bool:
+    """Whether torch's intra-op thread count is per thread (the OpenMP backend: ``set_num_threads`` sets
+    the calling thread's OpenMP and MKL counts). With torch's native backend it is one process-wide pool
+    that cannot be resized once used, so pool threads cannot be made single-threaded."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _single_threaded() -> None:
+    """Pool thread initializer: this thread's torch operations run on this thread only."""
+    torch.get_num_threads()  # torch initialises a thread's count lazily from the global one: do it first
+    torch.set_num_threads(1)
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
-    """The process's row pool, of ``workers`` threads: replaced when the thread count changes (it follows
-    ``torch.set_num_threads``) and in a forked child (which does not inherit the parent's threads)."""
+    """The process's worker pool, of ``workers`` threads: replaced when the thread count changes (it
+    follows ``torch.set_num_threads``) and in a forked child (which does not inherit the parent's threads).
+
+    Where torch's thread count is per thread (:func:`_per_thread_torch_threads`), each pool thread's torch
+    operations run single-threaded (``_pool_state["single"]``), so that :func:`run_on_pool` can give each
+    thread whole blocks (matrix products and kernel) with no OpenMP team of torch's competing for the
+    cores: the caller's own count is restored once the threads are set up."""
     key = (workers, os.getpid())
     with _pool_lock:
         if _pool_state["key"] != key:  # the old pool's idle threads end once nothing refers to it
-            _pool_state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attnscope-rows")
-            _pool_state["key"] = key
+            single, caller = _per_thread_torch_threads(), torch.get_num_threads()
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attnscope-rows",
+                                      initializer=_single_threaded if single else None)
+            if single:  # start every thread now, then give the process-wide default back to the caller
+                barrier = threading.Barrier(workers + 1)
+                started = [pool.submit(barrier.wait) for _ in range(workers)]
+                barrier.wait()
+                for f in started:
+                    f.result()
+                torch.set_num_threads(caller)
+                single = all(pool.submit(torch.get_num_threads).result() == 1 for _ in range(workers))
+            _pool_state.update(key=key, pool=pool, single=single)
         return _pool_state["pool"]
+
+
+def run_on_pool(work, tasks: int) -> bool:
+    """Run ``work()`` ``tasks`` times at once (at most ``torch.get_num_threads()``) on the pool's threads,
+    each single-threaded in torch, and wait for all; False (nothing run) where pool threads cannot be
+    single-threaded (:func:`_pool`). ``work`` takes its share itself (e.g. the next block from a shared
+    counter) and returns when none is left."""
+    workers = max(1, torch.get_num_threads())
+    pool = _pool(workers)
+    if not _pool_state["single"]:
+        return False
+    futures = [pool.submit(work) for _ in range(min(tasks, workers))]
+    for f in futures:
+        f.result()
+    return True
 
 
 def _expect(t: torch.Tensor | None, dtype: torch.dtype, name: str, shape: tuple[int, ...] | None = None) -> None:
