@@ -247,42 +247,53 @@ def test_alti_logit_needs_a_causal_lm(bert):
         alti_logit_attribution(bert, TEXT)
 
 
-def _zeroed_hidden(lm, layer, j, head=None):
-    """Hidden state after ``layer`` with token j's value vector zeroed (in one head, or all): a hook on the
-    value projection, and a plain SDPA forward."""
+def _layer_output(lm, layer, j=None, head=None):
+    """Output of transformer layer ``layer`` (N, d) in a plain SDPA forward, with token j's value vector zeroed
+    there (in one head, or all) when j is given: hooks on the value projection and on the layer (not
+    ``hidden_states``, whose last entry of a Llama is after the final norm)."""
     if hasattr(lm.model, "bert"):
-        proj = lm.model.bert.encoder.layer[layer].attention.self.value
+        block = lm.model.bert.encoder.layer[layer]
+        proj = block.attention.self.value
     else:
-        proj = lm.model.model.layers[layer].self_attn.v_proj
+        block = lm.model.model.layers[layer]
+        proj = block.self_attn.v_proj
     dh = lm.model.config.hidden_size // lm.model.config.num_attention_heads
+    got = {}
 
-    def hook(_m, _a, out):
+    def zero(_m, _a, out):
         out = out.clone()
         cols = slice(None) if head is None else slice(head * dh, (head + 1) * dh)
         out[:, j, cols] = 0.0
         return out
 
-    handle = proj.register_forward_hook(hook)
+    def keep(_m, _a, out):
+        got["out"] = (out[0] if isinstance(out, tuple) else out)[0].double()
+
+    handles = [block.register_forward_hook(keep)] + ([proj.register_forward_hook(zero)] if j is not None else [])
     try:
-        _, hs = _hidden(lm)
+        _hidden(lm)
     finally:
-        handle.remove()
-    return hs[layer + 1]
+        for h in handles:
+            h.remove()
+    return got["out"]
 
 
 @pytest.mark.parametrize("arch", ["bert", "llama"])
 def test_value_zeroing_against_a_zeroed_value_forward(arch, bert, llama, refs):
     lm = bert if arch == "bert" else llama
     hs = refs[arch][0]
-    res = value_zeroing_attribution(lm, TEXT, layers=[0], per_head=arch == "bert", max_batch=16)
+    last = len(hs) - 2  # the last layer: its input comes from every layer below
+    res = value_zeroing_attribution(lm, TEXT, layers=[0, last], per_head=arch == "bert", max_batch=16)
     n = len(res.tokens)
-    ref = np.zeros((n, n))
-    for j in range(n):
-        ref[:, j] = 1 - F.cosine_similarity(_zeroed_hidden(lm, 0, j), hs[1], dim=-1).numpy()
-    close(res.per_layer[0], np.clip(ref, 0, None), 1e-4)
+    for li, layer in enumerate((0, last)):
+        plain = _layer_output(lm, layer)
+        ref = np.zeros((n, n))
+        for j in range(n):
+            ref[:, j] = 1 - F.cosine_similarity(_layer_output(lm, layer, j), plain, dim=-1).numpy()
+        close(res.per_layer[li], np.clip(ref, 0, None), 1e-4)
     if arch == "bert":
         j, h = 3, 2
-        one = 1 - F.cosine_similarity(_zeroed_hidden(lm, 0, j, head=h), hs[1], dim=-1).numpy()
+        one = 1 - F.cosine_similarity(_layer_output(lm, 0, j, head=h), _layer_output(lm, 0), dim=-1).numpy()
         close(res.per_head[0, h, :, j], one, 1e-4)
     else:
         assert np.all(np.triu(res.per_layer[0], 1) < 1e-6)  # causal: later tokens change nothing before them

@@ -9,9 +9,10 @@ norms and feed-forward), so nothing is linearised. Rows are normalised to sum to
 aggregated by rollout, R_l = Ĉ_l · R_{l−1}.
 
 Zeroing v_j is done in attnscope's registered attention function: the layer's output is computed from the
-probabilities with key column j set to 0 and not renormalised, which is exactly Σ_{k≠j} α_ik v_k (every other
-layer runs SDPA). The variants of one layer run as one batch; the forward stops after that layer. For grouped-
-query attention a "head" is a query head (its read of the shared value is zeroed).
+probabilities with key column j set to 0 and not renormalised, which is exactly Σ_{k≠j} α_ik v_k. One unchanged
+forward records each layer's input; then each layer alone is re-run on it, the variants of one layer as one batch
+(one layer pass per variant, not the whole stack below it). For grouped-query attention a "head" is a query head
+(its read of the shared value is zeroed).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..capture.interface import Site
-from ..errors import InputError
+from ..capture.api import attention_implementation
+from ..capture.interface import CaptureSession, Site, session_scope
+from ..errors import CaptureError, InputError
 from ..models import LoadedModel
 from .interventions import encode, run_with_interventions
 from .value_mixing import MixingResult, _containers, rollout_of
@@ -60,28 +62,38 @@ class ZeroValues:
         return probs * keep  # column j not renormalised: Σ_{k≠j} α_ik v_k
 
 
-class _Stop(Exception):
-    pass
-
-
-def _layer_outputs(lm: LoadedModel, inputs: dict, layer: int, container, token, head) -> torch.Tensor:
-    """Output (B, N, d) of ``layer`` for each variant; the forward stops there."""
-    B = len(token)
-    batch = {k: v.expand(B, *v.shape[1:]).contiguous() for k, v in inputs.items()}
-    got: dict = {}
-
-    def hook(_m, _args, out):
-        got["out"] = (out[0] if isinstance(out, (tuple, list)) else out).detach()
-        raise _Stop
-
-    handle = container.register_forward_hook(hook)
+def _layer_inputs(lm: LoadedModel, inputs: dict, containers: dict) -> dict[int, tuple[tuple, dict]]:
+    """The positional and keyword arguments each layer was called with in one unchanged forward (batch 1)."""
+    calls: dict[int, tuple[tuple, dict]] = {}
+    handles = [c.register_forward_pre_hook(lambda _m, args, kwargs, i=i: calls.setdefault(i, (args, kwargs)),
+                                           with_kwargs=True) for i, (_, c) in containers.items()]
     try:
-        run_with_interventions(lm, batch, [ZeroValues(layer, token, head)])
-    except _Stop:
-        pass
+        run_with_interventions(lm, inputs)
     finally:
-        handle.remove()
-    return got["out"].double()
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def _batched(x, B: int):
+    """A layer argument for a batch of B variants: tensors of batch 1 (two or more dimensions) expanded."""
+    if torch.is_tensor(x):
+        return x.expand(B, *x.shape[1:]) if x.dim() >= 2 and x.shape[0] == 1 else x
+    if isinstance(x, (tuple, list)):
+        return type(x)(_batched(v, B) for v in x)
+    return x
+
+
+def _layer_outputs(lm: LoadedModel, layer: int, container, call: tuple[tuple, dict], token, head) -> torch.Tensor:
+    """Output (B, N, d) of ``layer`` for each variant: the layer alone, re-run on its recorded input."""
+    B = len(token)
+    args, kwargs = _batched(call[0], B), {k: _batched(v, B) for k, v in call[1].items()}
+    session = CaptureSession(interventions=[ZeroValues(layer, token, head)])
+    with attention_implementation(lm.model, "attnscope"), session_scope(session), torch.no_grad():
+        out = container(*args, **kwargs)
+    if session.calls == 0:
+        raise CaptureError(f"{lm.name}: layer {layer}'s attention was never called; values cannot be zeroed")
+    return (out[0] if isinstance(out, (tuple, list)) else out).double()
 
 
 def value_zeroing_attribution(lm: LoadedModel, text: str, layers: Iterable[int] | None = None, per_head: bool = False,
@@ -107,6 +119,7 @@ def value_zeroing_attribution(lm: LoadedModel, text: str, layers: Iterable[int] 
     variants = [(j, -1) for j in range(n)] + ([(j, h) for h in range(n_heads) for j in range(n)] if per_head else [])
     per_layer = np.zeros((len(layers), n, n))
     heads = np.zeros((len(layers), n_heads, n, n)) if per_head else None
+    calls = _layer_inputs(lm, inputs, containers)
     for li, layer in enumerate(layers):
         container = containers[layer][1]
         step = max(1, max_batch - 1)
@@ -114,7 +127,7 @@ def value_zeroing_attribution(lm: LoadedModel, text: str, layers: Iterable[int] 
             chunk = [(-1, -1)] + variants[s:s + step]  # row 0: the unchanged layer, in the same batch
             token = torch.tensor([c[0] for c in chunk])
             head = torch.tensor([c[1] for c in chunk])
-            out = _layer_outputs(lm, inputs, layer, container, token, head)  # (B, N, d)
+            out = _layer_outputs(lm, layer, container, calls[layer], token, head)  # (B, N, d)
             dist = 1.0 - torch.nn.functional.cosine_similarity(out[1:], out[:1], dim=-1)  # (B-1, N): over i
             for (j, h), row in zip(chunk[1:], dist.cpu().numpy()):
                 if h < 0:
