@@ -364,9 +364,13 @@ def test_explain_ablate_and_analysis_panels(page, server, tmp_path):
     spec = page.request.get(server + "/openapi.json").json()["components"]["schemas"]["ExplainRequest"]
     assert methods == spec["properties"]["methods"]["items"]["enum"]  # listed from the REST API
     page.click("#explain-random")
-    page.click("#run-explain")
+    with page.expect_response(lambda r: r.url.endswith("/v1/explain")) as resp:
+        page.click("#run-explain")
     page.wait_for_selector("#app[data-panel=done] #explain-scores", timeout=60_000)
     assert page.locator("#explain-agreement tbody tr").count() >= 1
+    res = resp.value.json()
+    for m, note in res["notes"].items():  # each method's "is / is not" line, as the server words it
+        assert note in page.inner_text(f"#explain-notes li[data-method='{m}']")
     shot(page, tmp_path, "explorer-explain", full_page=True)
     page.click("[data-view=ablate]")
     page.click("#run-ablate")
@@ -426,3 +430,77 @@ def test_live_tracking_timeline(page, server, tmp_path):
     assert page.locator("#timeline-table tbody tr").count() >= 2
     assert len(n_requests) < len(" sat on the mat")  # debounced: not one request per key
     shot(page, tmp_path, "explorer-live", full_page=True)
+
+
+def test_explain_panel_flags_a_method_that_failed_its_check(page, server, tmp_path):
+    """A method whose result failed its own check (IG completeness) gets a loud badge and uncoloured, hatched
+    scores, never a plain explanation; notes are text, never HTML."""
+    analyze(page, server, "the cat sat on the mat", model="tiny-llama")
+    toks = ["the", "cat", "sat"]
+    fake = {"model": "tiny-llama", "text": "the cat sat", "tokens": toks, "special": [False] * 3, "target": 5,
+            "target_label": "<b id=boom>x</b>", "probability": 0.5, "meta": {"left_out_of_agreement": ["integrated_gradients"]},
+            "scores": {"attention": [0.2, 0.5, 0.3], "integrated_gradients": [1.0, -2.0, 0.5]},
+            "agreement": [], "warnings": [], "completeness_ok": False, "failed_checks": ["integrated_gradients"],
+            "checks": {"integrated_gradients": {"check": "completeness", "ok": False}},
+            "notes": {"attention": "where heads read <img src=x onerror=\"window.__pwned=1\">",
+                      "integrated_gradients": "relative to a baseline"}}
+    page.route("**/v1/explain", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                             body=__import__("json").dumps(fake)))
+    page.click("[data-view=explain]")
+    page.wait_for_selector("[aria-label='attribution methods'] input", state="attached")
+    page.click("#run-explain")
+    page.wait_for_selector("#app[data-panel=done] #explain-notes", timeout=60_000)
+    ig = page.locator("#explain-notes li[data-method='integrated_gradients']")
+    assert "FAILED its completeness check" in ig.inner_text() and "not an explanation" in ig.inner_text()
+    assert ig.locator(".badge.fail[role=alert]").count() == 1
+    assert page.locator("#explain-notes li[data-method='attention'] .badge").count() == 0
+    assert "<img src=x" in page.inner_text("#explain-notes li[data-method='attention']")  # shown as text
+    assert page.locator("#app img").count() == 0 and page.locator("#boom").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    # its scores are not coloured as evidence; the header says it failed
+    assert "failed completeness" in page.inner_text("#explain-scores thead")
+    bg = page.eval_on_selector_all("#explain-scores tbody tr:first-child td", "x => x.map(e => e.style.background)")
+    assert bg[1] != "" and bg[2] == ""  # attention coloured, integrated_gradients not
+    # the docs' picture: the same answer with the methods' own notes
+    from attnscope.attribution.method_notes import NOTES
+
+    fake.update(target_label=" mat", notes={m: NOTES[m] for m in fake["scores"]})
+    page.unroute("**/v1/explain")
+    page.route("**/v1/explain", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                             body=__import__("json").dumps(fake)))
+    page.click("#run-explain")
+    page.wait_for_selector("#app[data-panel=done] #explain-notes", timeout=60_000)
+    shot(page, tmp_path, "explorer-explain-checks", full_page=True)
+
+
+def test_compare_two_saved_traces(page, server, minilm, tiny, tmp_path):
+    """Trace B uploaded as a .safetensors file against this view's trace, then two uploaded files; bad files
+    and traces of another shape give one line saying what to do; texts from the files are shown as text."""
+    from attnscope.capture import capture
+
+    b = capture(minilm, "The dog slept on the rug.").save(tmp_path / "b.safetensors")
+    a = capture(minilm, "The cat <b id=boom>sat</b> on the mat.").save(tmp_path / "a.safetensors")
+    part = capture(tiny("llama"), "the cat sat", heads=[0]).save(tmp_path / "one-head.safetensors")
+    (tmp_path / "notes.safetensors").write_text("not a trace")
+    analyze(page, server, "The cat sat on the mat.")
+    page.click("[data-view=analyses]")
+    page.set_input_files("#compare-trace-b", str(b))
+    page.click("#run-compare-traces")
+    page.wait_for_selector("#app[data-panel=done] #compare-result #analysis-grid table", timeout=60_000)
+    sides = page.inner_text("#compare-sides")
+    assert "A: minilm — “The cat sat on the mat.”" in sides and "B: minilm — “The dog slept on the rug.” (uploaded)" in sides
+    assert page.locator("#analysis-grid tbody tr").count() == 6  # layers x heads of the per-head divergence
+    shot(page, tmp_path, "explorer-compare-traces", full_page=True)
+    page.set_input_files("#compare-trace-a", str(a))  # two files, the view not involved
+    page.select_option("#compare-align", "tokens")
+    page.click("#run-compare-traces")
+    page.wait_for_selector("#app[data-panel=done] #compare-result", timeout=60_000)
+    sides = page.inner_text("#compare-sides")
+    assert sides.count("(uploaded)") == 2 and "<b id=boom>sat</b>" in sides
+    assert page.locator("#boom").count() == 0
+    for f, words in ((part, "same layers and heads"), (tmp_path / "notes.safetensors", "not a .safetensors file")):
+        page.set_input_files("#compare-trace-b", str(f))
+        page.click("#run-compare-traces")
+        page.wait_for_selector("#app[data-panel=error] #analysis-out .status.error")
+        msg = page.inner_text("#analysis-out .status.error")
+        assert words in msg and "\n" not in msg, msg

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +111,92 @@ def test_trace_download_and_truncation_message(client, tiny, tmp_path):
     ok = client.post("/v1/traces", json={"text": long, "model": "tiny-bert", "truncate": True}).json()
     assert ok["truncated"]["kept_tokens"] == tiny("bert").max_length
     assert len(ok["streams"]["self"]["query_tokens"]) == tiny("bert").max_length
+
+
+# ---------------------------------------------------------------------------- comparing two saved traces
+OTHER = "the dog sat on the rug because it was cold"  # as many tokens as TEXT
+
+
+def _jsd_reference(wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon divergence (nats) per head, mean over query rows, computed here from its definition."""
+    m = 0.5 * (wa + wb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_a = np.nansum(np.where(wa > 0, wa * np.log(wa / m), 0.0), -1)
+        kl_b = np.nansum(np.where(wb > 0, wb * np.log(wb / m), 0.0), -1)
+    return (0.5 * kl_a + 0.5 * kl_b).mean(-1)  # (L, H)
+
+
+def test_compare_two_uploaded_traces(client, tiny, tmp_path):
+    from attnscope import AttentionTrace
+    from attnscope.capture import capture
+
+    paths = []
+    for i, text in enumerate((TEXT, OTHER)):
+        paths.append(capture(tiny("bert"), text).save(tmp_path / f"{i}.safetensors"))
+    ids = []
+    for p in paths:
+        r = client.post("/v1/traces/upload", content=p.read_bytes(),
+                        headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 200, r.text
+        s = r.json()
+        assert s["uploaded"] and s["streams"]["self"]["layers"] == [0, 1] and s["id"].startswith("upload-")
+        ids.append(s["id"])
+    r = client.post("/v1/compare", json={"a": ids[0], "b": ids[1]})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["type"] == "TraceComparison" and "difference" not in d and d["texts"]["b"]["input"] == OTHER
+    wa, wb = (AttentionTrace.load(p).weights("self").numpy().astype(np.float64) for p in paths)  # (L, H, N, N)
+    jsd = np.array(d["divergence"]["scores"]["jsd"])
+    assert np.allclose(jsd, _jsd_reference(wa, wb), atol=1e-4), (jsd, _jsd_reference(wa, wb))
+    mad = np.array(d["divergence"]["scores"]["mean_abs_difference"])
+    assert np.allclose(mad, np.abs(wa - wb).mean((-1, -2)), atol=1e-5)
+    # the current view (a /v1/traces id) as side A, an uploaded file as side B: the same answer
+    cur = client.post("/v1/traces", json={"text": TEXT, "model": "tiny-bert"}).json()["id"]
+    d2 = client.post("/v1/compare", json={"a": cur, "b": ids[1]}).json()
+    assert np.allclose(np.array(d2["divergence"]["scores"]["jsd"]), jsd, atol=2e-3)  # float16 file vs float32
+
+
+class _Boom:
+    def __reduce__(self):
+        return (exec, ("import builtins; builtins.__attnscope_unpickled__ = True",))
+
+
+def test_upload_refuses_what_is_not_a_trace(client, tmp_path):
+    import builtins
+    import pickle
+
+    from safetensors.torch import save_file
+
+    e = err(client.post("/v1/traces/upload", content=b"hello, not a trace" * 10), 400)
+    assert "not a .safetensors file" in e["message"] and "\n" not in e["message"]
+    e = err(client.post("/v1/traces/upload", content=pickle.dumps(_Boom())), 400)  # never unpickled
+    assert "not a .safetensors file" in e["message"] and not hasattr(builtins, "__attnscope_unpickled__")
+    torch.save({"x": _Boom()}, tmp_path / "model.pt")
+    err(client.post("/v1/traces/upload", content=(tmp_path / "model.pt").read_bytes()), 400)
+    assert not hasattr(builtins, "__attnscope_unpickled__")
+    save_file({"w": torch.zeros(3)}, tmp_path / "plain.safetensors")
+    e = err(client.post("/v1/traces/upload", content=(tmp_path / "plain.safetensors").read_bytes()), 400)
+    assert "not an attnscope trace" in e["message"] and str(tmp_path) not in e["message"]
+    assert "upload.safetensors" not in e["message"] and "\n" not in e["message"]
+    err(client.post("/v1/traces/upload", content=b""), 400)
+
+
+def test_compare_says_what_cannot_be_compared(client, tiny, tmp_path):
+    from attnscope.capture import capture
+
+    def up(trace, name):
+        data = trace.save(tmp_path / f"{name}.safetensors").read_bytes()
+        return client.post("/v1/traces/upload", content=data).json()["id"]
+
+    full = up(capture(tiny("bert"), TEXT), "full")
+    two_heads = up(capture(tiny("bert"), TEXT, heads=[0, 1]), "two")
+    longer = up(capture(tiny("bert"), TEXT + " and dry"), "longer")
+    e = err(client.post("/v1/compare", json={"a": full, "b": two_heads}), 422)
+    assert "4 heads" in e["message"] and "2 heads" not in e["message"] and "× 2" in e["message"]
+    assert "same layers and heads" in e["message"]
+    e = err(client.post("/v1/compare", json={"a": full, "b": longer}), 422)
+    assert "equal lengths" in e["message"] and "shared tokens" in e["message"]
+    r = client.post("/v1/compare", json={"a": full, "b": longer, "align": "tokens"})
+    assert r.status_code == 200, r.text
+    err(client.post("/v1/compare", json={"a": full, "b": "nope"}), 404)
+    err(client.post("/v1/compare", json={"a": full, "b": full, "stream": "cross"}), 422)

@@ -29,8 +29,8 @@ from ..models import CATALOGUE, describe_catalogue, load_model
 from . import payload
 from .config import ServerConfig
 from .schemas import (MAX_INDEX, AnalysisOut, AnalysisRunBase, AnalyzeRequest, BatchItem, BatchOut, BatchRequest,
-                      ErrorOut, GenerateRequest, Health, ModelOut, NeuronRequest, PooledRequest, RunAnalysisRequest,
-                      TraceOut, TraceRequest)
+                      CompareRequest, ErrorOut, GenerateRequest, Health, ModelOut, NeuronRequest, PooledRequest,
+                      RunAnalysisRequest, TraceOut, TraceRequest)
 from .worker import InferenceWorker
 
 BINARY_TYPES = (payload.MEDIA_TYPE, "application/octet-stream")
@@ -470,6 +470,49 @@ def build_router(state: ServerState) -> APIRouter:
         data = await run_in_threadpool(_trace_safetensors, t)
         return Response(data, media_type=SAFETENSORS_TYPE,
                         headers={"Content-Disposition": 'attachment; filename="attnscope-trace.safetensors"'})
+
+    @r.post("/v1/traces/upload", tags=["explorer"], responses=ERRORS,
+            summary="Load a saved .safetensors trace (body: the file's bytes); returns its summary and an id",
+            description="Read as an attnscope trace only (never unpickled), within the server's body limit; the id "
+                        "works wherever a trace id does (POST /v1/compare, the analyses' trace_id).",
+            openapi_extra={"requestBody": {"required": True, "content": {
+                t: {"schema": {"type": "string", "format": "binary"}}
+                for t in (SAFETENSORS_TYPE, "application/octet-stream")}}})
+    async def upload_trace(request: Request):
+        data = await request.body()
+
+        def work():
+            import hashlib
+
+            from .upload import read_trace
+
+            trace = read_trace(data)
+            key = "upload-" + hashlib.sha256(data).hexdigest()[:24]
+            state.traces.put(key, trace, nbytes=trace.nbytes())
+            return payload.trace_summary(trace, key, {"uploaded": True})
+
+        return await run_in_threadpool(work)
+
+    @r.post("/v1/compare", tags=["explorer"], responses=ERRORS,
+            summary="Compare two held traces head by head (Jensen–Shannon divergence, mean |a − b|)")
+    async def compare_traces(req: CompareRequest):
+        """The registered ``compare`` analysis of trace A against trace B, after a check that says in one line
+        what cannot be compared (other layers/heads, other lengths by position); the per-head scores only
+        (the difference maps: POST /v1/analyses/compare)."""
+        from .upload import check_comparable
+
+        a, b = _trace(req.a), _trace(req.b)
+        s = check_comparable(a, b, req.stream, req.align)
+
+        def work():
+            from ..analysis import run_analysis
+
+            d = run_analysis("compare", a, other=b, stream=s, align=req.align).to_dict()
+            d.pop("difference", None)
+            d["texts"] = {"a": a.texts, "b": b.texts}
+            return JSONResponse(_jsonable(d))
+
+        return await run_in_threadpool(work)
 
     @r.post("/v1/neuron", tags=["explorer"], responses=ERRORS,
             summary="Query·key decomposition of one head for one query token (the explorer's neuron view)")

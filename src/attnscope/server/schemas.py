@@ -178,6 +178,15 @@ class PooledRequest(_Strict):
     truncate: bool = False
 
 
+class CompareRequest(_Strict):
+    a: str = Field(..., min_length=1, max_length=64, description="Trace A: an id from POST /v1/traces or "
+                                                                   "/v1/traces/upload.")
+    b: str = Field(..., min_length=1, max_length=64, description="Trace B, compared with A head by head.")
+    stream: str | None = Field(None, max_length=32, description="Stream both traces hold (default: self / the first).")
+    align: Literal["position", "tokens"] = Field("position", description="position: equal lengths; tokens: the "
+                                                                         "tokens both inputs share.")
+
+
 class GenerateRequest(_Strict):
     prompt: str = Field(..., min_length=1)
     model: ModelName | None = None

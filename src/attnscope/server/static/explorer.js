@@ -105,6 +105,15 @@
       return { ...header, max: toFloat32(arrays.max.data), mean: toFloat32(arrays.mean.data), shape: arrays.max.shape };
     }
     explain(req) { return this._json("/v1/explain", req); }
+    compare(req) { return this._json("/v1/compare", req); }
+    async uploadTrace(file) {  // a saved .safetensors trace: the server reads it as a trace only (never unpickled)
+      const r = await fetch(this.base + "/v1/traces/upload", { method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file });
+      const j = await r.json().catch(() => ({ error: { message: r.statusText } }));
+      const msg = (j.error && j.error.message) || ("HTTP " + r.status);
+      if (r.status === 413) throw new ApiError(`${file.name}: ${msg}; save a smaller trace (fewer layers or heads with AttentionTrace.sel, or a shorter text)`);
+      if (!r.ok) throw new ApiError(`${file.name}: ${msg}`);
+      return j;
+    }
     ablate(req) { return this._json("/v1/ablate", req); }
     analysis(name, req) { return this._json("/v1/analyses/" + encodeURIComponent(name), req); }
   }
@@ -992,7 +1001,7 @@
       });
       c.addEventListener("mouseleave", () => this.hideTip());
       return el("figure", {}, el("div", { class: "bar-inline" }, el("label", {}, "query token", sel)),
-        el("figcaption", { text: `${d.model}, layer ${d.layer}, head ${d.head}: score(key) = ${d.scale.toFixed(4)} × Σ_d q_d·k_d, weight = softmax over the keys the query sees (Vaswani et al. 2017). Red > 0, blue < 0; q and k after any rotary encoding.` }), c);
+        el("figcaption", { text: `${d.model}, layer ${d.layer}, head ${d.head}: score(key) = ${d.scale.toFixed(4)} × Σ_d q_d·k_d, weight = softmax over the keys the query sees (Vaswani et al. 2017). Red > 0, blue < 0; q and k after any rotary encoding.` + (d.window ? ` This layer attends to a sliding window of the last ${d.window} tokens: keys outside it are masked, as later keys are.` : "") }), c);
     }
 
     // ---------------------------------------------------------------- panels for the REST API's methods
@@ -1029,11 +1038,27 @@
       for (const w of res.warnings || []) wrap.append(el("p", { class: "status error", role: "alert", text: "⚠ " + w }));
       wrap.append(el("p", { class: "hint", text: `prediction: ${res.target_label} (p = ${fmt(res.probability)})` }));
       const methods = Object.keys(res.scores), tb = el("tbody");
+      // what each method is and is not, and the result of its own check: a failed one is never shown as an explanation
+      const checks = res.checks || {}, notes = res.notes || {};
+      const failed = new Set([...(res.failed_checks || []), ...Object.keys(checks).filter((m) => checks[m] && checks[m].ok === false)]);
+      const list = el("ul", { id: "explain-notes", class: "notes", "aria-label": "what each method is and is not" });
+      for (const m of methods) {
+        const li = el("li", { "data-method": m, class: failed.has(m) ? "failed" : "" }, el("code", { text: m }));
+        const leftOut = ((res.meta || {}).left_out_of_agreement || []).includes(m);
+        if (failed.has(m)) li.append(el("span", { class: "badge fail", role: "alert", text: `⚠ FAILED its ${checks[m].check} check — not an explanation` + (leftOut ? "; left out of the agreement rows" : "") }));
+        else if (checks[m] && checks[m].ok) li.append(el("span", { class: "badge ok", text: `✓ ${checks[m].check} check passed` }));
+        li.append(el("span", { class: "note", text: notes[m] || "No note for this method: read its documentation before trusting it." }));
+        list.append(li);
+      }
+      wrap.append(el("h3", { text: "what each method is and is not" }), list);
       const lim = Object.fromEntries(methods.map((m) => [m, Math.max(1e-12, ...res.scores[m].map(Math.abs))]));
       res.tokens.forEach((t, i) => tb.append(el("tr", {}, el("td", { class: "role", text: t }), ...methods.map((m) => {
-        const v = res.scores[m][i], td = el("td", { text: fmt(v, 3) }); td.style.background = divColour(v, lim[m]); return td; }))));
-      wrap.append(el("table", { id: "explain-scores", class: "grid" }, el("caption", { text: "scores per token (colour: relative to each method's largest magnitude)" }),
-        el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "role", text: "token" }), ...methods.map((m) => el("th", { scope: "col", text: m })))), tb));
+        const v = res.scores[m][i], td = el("td", { text: fmt(v, 3), class: failed.has(m) ? "failed" : "" });
+        if (!failed.has(m)) td.style.background = divColour(v, lim[m]);
+        return td; }))));
+      wrap.append(el("table", { id: "explain-scores", class: "grid" }, el("caption", { text: "scores per token (colour: relative to each method's largest magnitude; hatched, uncoloured: a method that failed its own check)" }),
+        el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "role", text: "token" }), ...methods.map((m) => el("th", { scope: "col", class: failed.has(m) ? "failed" : "",
+          title: notes[m] || "", text: failed.has(m) ? `⚠ ${m} (failed ${checks[m].check})` : m })))), tb));
       const ag = el("tbody");
       for (const a of res.agreement) ag.append(el("tr", {}, el("td", { class: "role", text: `${a.a} vs ${a.b}` }), el("td", { text: fmt(a.spearman) }), el("td", { text: fmt(a.kendall) }), el("td", { text: fmt(a.topk_overlap, 2) + ` (k=${a.k})` })));
       wrap.append(el("table", { id: "explain-agreement" }, el("caption", { text: "agreement between methods (rank correlations, top-k overlap)" }),
@@ -1093,14 +1118,38 @@
       }) } });
       const other = el("textarea", { id: "compare-text", "aria-label": "second text to compare", placeholder: "a second text: compared head by head with the analysed one" });
       other.value = this.req ? this.req.text.replace(/\.$/, "") + " again." : "";
-      const cmp = el("button", { type: "button", id: "run-compare", text: "Compare", disabled: !list.some((a) => a.name === "compare") || undefined,
+      const noCompare = !list.some((a) => a.name === "compare") || undefined;
+      const align = el("select", { id: "compare-align", "aria-label": "how to line up the two inputs" },
+        el("option", { value: "position" }, "by position (equal lengths)"), el("option", { value: "tokens" }, "shared tokens"));
+      const here = { id: this.src.id, model: this.s.model, texts: this.s.texts, streams: this.s.streams };
+      const compare = async (a, b) => {
+        const stream = a.streams[this.stream] && b.streams[this.stream] ? this.stream : undefined;
+        return this.compareResult(await this.src.compare({ a: a.id, b: b.id, stream, align: align.value }), a, b);
+      };
+      const cmp = el("button", { type: "button", id: "run-compare", text: "Compare texts", disabled: noCompare,
+        on: { click: () => this.runInto(out, async () => compare(here, await this.src.traceOnly({ ...this.req, text: other.value }))) } });
+      // two saved traces (.safetensors, as the 'trace' link and `attnscope analyze --save-trace` write them)
+      const fileA = el("input", { type: "file", id: "compare-trace-a", accept: ".safetensors", "aria-label": "trace A: a .safetensors file (empty: this view's trace)" });
+      const fileB = el("input", { type: "file", id: "compare-trace-b", accept: ".safetensors", "aria-label": "trace B: a .safetensors file" });
+      const cmpT = el("button", { type: "button", id: "run-compare-traces", text: "Compare traces", disabled: noCompare,
         on: { click: () => this.runInto(out, async () => {
-          const b = await this.src.traceOnly({ ...this.req, text: other.value });
-          return this.analysisResult(await this.src.analysis("compare", { trace_id: this.src.id, params: { other: b.id, stream: this.stream } }));
+          if (!fileB.files.length) throw new ApiError("choose trace B (a .safetensors file) first");
+          const a = fileA.files.length ? await this.src.uploadTrace(fileA.files[0]) : here;
+          return compare(a, await this.src.uploadTrace(fileB.files[0]));
         }) } });
-      return this.panel("Analyses of this trace (the server's registry) and comparing two texts",
+      return this.panel("Analyses of this trace (the server's registry) and comparing two texts or two traces",
         el("div", { class: "bar-inline" }, el("label", {}, "analysis", sel), run), summary,
-        el("div", { class: "bar-inline" }, el("label", {}, "compare with", other), cmp), out);
+        el("div", { class: "bar-inline" }, el("label", {}, "compare with", other), el("label", {}, "line up", align), cmp),
+        el("div", { class: "bar-inline" }, el("label", {}, "trace A (empty: this view)", fileA), el("label", {}, "trace B", fileB), cmpT),
+        el("p", { class: "hint", text: "Saved traces: .safetensors files from the 'trace' link, attnscope analyze --save-trace or AttentionTrace.save(). Head-by-head differences need the same layers and heads (the same model); by position also the same length." }),
+        out);
+    }
+    compareResult(res, a, b) {
+      const side = (x) => `${x.model || "trace"} — “${Object.values(x.texts || {}).join(" / ")}”` + (x.uploaded ? " (uploaded)" : "");
+      const wrap = el("div", { id: "compare-result" });
+      wrap.append(el("p", { class: "hint", id: "compare-sides", text: `A: ${side(a)}\nB: ${side(b)}` }));
+      wrap.append(this.analysisResult(res));
+      return wrap;
     }
     analysisResult(res) {
       const hs = res.type === "HeadScores" ? res : res.divergence && res.divergence.type === "HeadScores" ? res.divergence : null;
