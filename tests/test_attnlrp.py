@@ -213,3 +213,216 @@ def test_method_notes_table_is_in_the_docs():
 
     docs = (Path(__file__).parents[1] / "docs" / "attribution.md").read_text(encoding="utf-8")
     assert markdown_table() in docs
+
+
+# ---------------------------------------------------------------------------- encoder-decoders
+@pytest.fixture(scope="module")
+def one_layer_marian(bert_tokenizer):
+    """A one-layer (encoder and decoder), two-head Marian in float64 with non-zero biases, LayerNorm shifts and
+    final_logits_bias."""
+    import transformers as tf
+
+    from attnscope.models import wrap_model
+
+    torch.manual_seed(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = tf.MarianConfig(vocab_size=bert_tokenizer.vocab_size, d_model=8, encoder_layers=1, decoder_layers=1,
+                              encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=12,
+                              decoder_ffn_dim=12, decoder_start_token_id=0, pad_token_id=0)
+        model = tf.MarianMTModel(cfg).double().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                p.add_(0.3 * torch.randn_like(p))
+            else:  # weights of the size of a trained model's (the init's 0.02 leaves the source almost unread)
+                p.normal_(0.0, 0.4)
+        model.final_logits_bias.add_(0.5 * torch.randn_like(model.final_logits_bias))
+    return wrap_model(model, bert_tokenizer, name="one-layer-marian")
+
+
+def _attn_hand(P, pre, xq, xkv, heads, causal):
+    """Forward of one attention block (q from xq, k and v from xkv), every intermediate kept."""
+    def lin(x, name):
+        return x @ P[pre + name + ".weight"].T + P[pre + name + ".bias"]
+
+    nq, d = xq.shape
+    dh = d // heads
+    c = {"xq": xq, "xkv": xkv, "q": lin(xq, "q_proj"), "k": lin(xkv, "k_proj"), "v": lin(xkv, "v_proj")}
+    qh, kh, vh = (c[n].reshape(-1, heads, dh).transpose(1, 0, 2) for n in "qkv")  # (H, N, dh)
+    s = qh @ kh.transpose(0, 2, 1) / math.sqrt(dh)  # (H, Nq, Nk)
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[1:], bool)), s, -1e30)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    c.update(qh=qh, kh=kh, vh=vh, p=p, o=(p @ vh).transpose(1, 0, 2).reshape(nq, d))
+    c["a"] = lin(c["o"], "out_proj")
+    return c
+
+
+def _attn_back(P, pre, c, r_a, absorbed):
+    """Explicit LRP back through one attention block: z-rule (out_proj, q/k/v projections; biases absorb),
+    uniform rule on p·v and q·kᵀ, softmax rule. Returns (R at xq, R at xkv)."""
+    absorbed["bias"] += (P[pre + "out_proj.bias"] * r_a / c["a"]).sum()
+    r_o = _z(c["o"], P[pre + "out_proj.weight"], r_a, c["a"])
+    heads, nq, dh = c["qh"].shape
+    qh, kh, vh, p = c["qh"], c["kh"], c["vh"], c["p"]
+    g_o = (r_o / c["o"]).reshape(nq, heads, dh).transpose(1, 0, 2)  # (H, Nq, dh)
+    r_p = 0.5 * p * (g_o @ vh.transpose(0, 2, 1))  # (H, Nq, Nk)
+    r_v = 0.5 * vh * (p.transpose(0, 2, 1) @ g_o)  # (H, Nk, dh)
+    g_s = r_p - p * r_p.sum(-1, keepdims=True)  # softmax rule R_s = s ⊙ g_s
+    r_q = 0.5 * qh * (g_s @ kh) / math.sqrt(dh)
+    r_k = 0.5 * kh * (g_s.transpose(0, 2, 1) @ qh) / math.sqrt(dh)
+    absorbed["softmax"] += r_o.sum() - (r_q.sum() + r_k.sum() + r_v.sum())
+    r_xq, r_xkv = np.zeros_like(c["xq"]), np.zeros_like(c["xkv"])
+    for name, r in (("q", r_q), ("k", r_k), ("v", r_v)):
+        r = r.transpose(1, 0, 2).reshape(-1, heads * dh)
+        absorbed["bias"] += (P[pre + f"{name}_proj.bias"] * r / c[name]).sum()
+        x = c["xq"] if name == "q" else c["xkv"]
+        rx = _z(x, P[pre + f"{name}_proj.weight"], r, c[name])
+        if name == "q":
+            r_xq += rx
+        else:
+            r_xkv += rx
+    return r_xq, r_xkv
+
+
+def hand_lrp_seq2seq(lm, src_ids, tgt_ids, target):
+    """Relevance of the last decoder position's ``target`` logit of a one-layer Marian at the hidden states
+    entering the encoder and the decoder layer, and the relevance biases, LayerNorm shifts and softmax absorb,
+    every step written out (post-LN layers: self-attention, cross-attention, GELU feed-forward; tied LM head
+    plus final_logits_bias)."""
+    m = lm.model
+    P = {k: v.detach().numpy() for k, v in m.named_parameters()}
+    flb = m.final_logits_bias.detach().numpy()[0]
+    E, D = "model.encoder.layers.0.", "model.decoder.layers.0."
+    H = m.config.encoder_attention_heads
+    with torch.no_grad():
+        o = m(input_ids=src_ids, decoder_input_ids=tgt_ids, output_hidden_states=True)
+    x0, y0 = o.encoder_hidden_states[0][0].numpy(), o.decoder_hidden_states[0][0].numpy()  # (S, d), (T, d)
+    erf = np.vectorize(math.erf)
+    absorbed = {"bias": 0.0, "norm": 0.0, "softmax": 0.0}
+
+    def lin(x, name):
+        return x @ P[name + ".weight"].T + P[name + ".bias"]
+
+    def ln(x, name):
+        xc = x - x.mean(-1, keepdims=True)
+        return xc / np.sqrt((xc ** 2).mean(-1, keepdims=True) + 1e-5) * P[name + ".weight"] + P[name + ".bias"]
+
+    def ln_back(x, y, name, r_y):
+        absorbed["norm"] += (P[name + ".bias"] * r_y / y).sum()
+        return _ln_back(x, y, P[name + ".weight"], 1e-5, r_y)
+
+    def ffn(pre, h):
+        z = lin(h, pre + "fc1")
+        g = 0.5 * z * (1 + erf(z / math.sqrt(2)))
+        return z, g, lin(g, pre + "fc2")
+
+    def ffn_back(pre, h, z, g, m2, r_m2):
+        absorbed["bias"] += (P[pre + "fc2.bias"] * r_m2 / m2).sum()
+        r_z = _z(g, P[pre + "fc2.weight"], r_m2, m2)  # GELU: identity rule
+        absorbed["bias"] += (P[pre + "fc1.bias"] * r_z / z).sum()
+        return _z(h, P[pre + "fc1.weight"], r_z, z)
+
+    # forward: encoder
+    ea = _attn_hand(P, E + "self_attn.", x0, x0, H, False)
+    x1 = ea["a"] + x0
+    h1 = ln(x1, E + "self_attn_layer_norm")
+    ez, eg, em = ffn(E, h1)
+    x2 = em + h1
+    enc = ln(x2, E + "final_layer_norm")
+    # forward: decoder
+    sa = _attn_hand(P, D + "self_attn.", y0, y0, H, True)
+    u1 = sa["a"] + y0
+    k1 = ln(u1, D + "self_attn_layer_norm")
+    ca = _attn_hand(P, D + "encoder_attn.", k1, enc, H, False)
+    u2 = ca["a"] + k1
+    k2 = ln(u2, D + "encoder_attn_layer_norm")
+    dz, dg, dm = ffn(D, k2)
+    u3 = dm + k2
+    k3 = ln(u3, D + "final_layer_norm")
+    logits = k3[-1] @ P["model.shared.weight"].T + flb
+    # backward: the z-rule through the tied head (final_logits_bias absorbs its entry)
+    absorbed["bias"] += flb[target]
+    r_k3 = np.zeros_like(k3)
+    r_k3[-1] = k3[-1] * P["model.shared.weight"][target]
+    r_u3 = ln_back(u3, k3, D + "final_layer_norm", r_k3)
+    r_dm, r_k2 = dm / u3 * r_u3, k2 / u3 * r_u3  # residual sum: z-rule
+    r_k2 = r_k2 + ffn_back(D, k2, dz, dg, dm, r_dm)
+    r_u2 = ln_back(u2, k2, D + "encoder_attn_layer_norm", r_k2)
+    r_ca, r_k1 = ca["a"] / u2 * r_u2, k1 / u2 * r_u2
+    r_q, r_enc = _attn_back(P, D + "encoder_attn.", ca, r_ca, absorbed)
+    r_k1 = r_k1 + r_q
+    r_u1 = ln_back(u1, k1, D + "self_attn_layer_norm", r_k1)
+    r_sa, r_y0 = sa["a"] / u1 * r_u1, y0 / u1 * r_u1
+    r_q, r_kv = _attn_back(P, D + "self_attn.", sa, r_sa, absorbed)
+    r_y0 = r_y0 + r_q + r_kv
+    # backward: encoder, from what cross-attention's keys and values carried
+    r_x2 = ln_back(x2, enc, E + "final_layer_norm", r_enc)
+    r_em, r_h1 = em / x2 * r_x2, h1 / x2 * r_x2
+    r_h1 = r_h1 + ffn_back(E, h1, ez, eg, em, r_em)
+    r_x1 = ln_back(x1, h1, E + "self_attn_layer_norm", r_h1)
+    r_ea, r_x0 = ea["a"] / x1 * r_x1, x0 / x1 * r_x1
+    r_q, r_kv = _attn_back(P, E + "self_attn.", ea, r_ea, absorbed)
+    r_x0 = r_x0 + r_q + r_kv
+    return r_x0.sum(-1), r_y0.sum(-1), float(logits[target]), absorbed
+
+
+def test_attnlrp_seq2seq_matches_hand_propagation(one_layer_marian):
+    """Relevance of a decoder logit reaches the source (through cross-attention and the encoder) and the target
+    prefix, equal to the explicit propagation; biases (final_logits_bias included), LayerNorm shifts and the
+    softmax absorb what the hand computation says, and the identity closes."""
+    from attnscope.attribution.attnlrp import seq2seq_relevance
+
+    enc = one_layer_marian.tokenizer("the cat sat on the mat", return_tensors="pt")
+    src = enc["input_ids"]
+    tgt = torch.tensor([[0, 2023, 4937, 2006]])
+    r_src, r_tgt, logits, t, c = seq2seq_relevance(one_layer_marian, {"input_ids": src, "decoder_input_ids": tgt},
+                                                   target=1996)
+    want_src, want_tgt, logit, absorbed = hand_lrp_seq2seq(one_layer_marian, src, tgt, 1996)
+    assert float(logits[t]) == pytest.approx(logit, rel=1e-9) and t == 1996
+    np.testing.assert_allclose(r_src.sum(-1).numpy(), want_src, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(r_tgt.sum(-1).numpy(), want_tgt, rtol=1e-6, atol=1e-9)
+    assert c.ok and c.input_relevance == pytest.approx(want_src.sum() + want_tgt.sum(), rel=1e-9)
+    for k in absorbed:
+        assert c.absorbed[k] == pytest.approx(absorbed[k], rel=1e-6, abs=1e-9), k
+    assert abs(want_src).sum() > 1e-3 * abs(logit) and abs(absorbed["bias"]) > 1e-3 * abs(logit)
+    assert c.input_relevance + sum(c.absorbed.values()) == pytest.approx(logit, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("family", ["marian", "t5_gated"])
+def test_attnlrp_seq2seq_conserves(tiny, bert_tokenizer, family):
+    """Two-layer encoder-decoders: Marian with biases and final_logits_bias that absorb, and T5 v1.1's gated
+    feed-forward (wi_0, wi_1: the uniform rule on the product) with its relative position bias measured."""
+    import copy
+
+    import transformers as tf
+
+    from attnscope.attribution.attnlrp import seq2seq_relevance
+    from attnscope.models import wrap_model
+
+    torch.manual_seed(5)
+    if family == "marian":
+        model = copy.deepcopy(tiny("marian").model)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.add_(0.2 * torch.randn_like(p))
+            model.final_logits_bias.add_(0.5 * torch.randn_like(model.final_logits_bias))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = tf.T5ForConditionalGeneration(tf.T5Config(
+                vocab_size=bert_tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                decoder_start_token_id=0, pad_token_id=0, feed_forward_proj="gated-gelu")).eval()
+    lm = wrap_model(model, bert_tokenizer, name=f"tiny-{family}")
+    src = bert_tokenizer("the cat sat on the mat", return_tensors="pt")["input_ids"]
+    s, g, logits, t, c = seq2seq_relevance(lm, {"input_ids": src, "decoder_input_ids": torch.tensor([[0, 2023, 4937]])})
+    assert c.ok, c
+    assert float(s.sum() + g.sum()) == pytest.approx(c.input_relevance, rel=1e-9)
+    assert c.input_relevance + sum(c.absorbed.values()) == pytest.approx(float(logits[t]), rel=1e-4, abs=1e-5)
+    if family == "marian":
+        assert abs(c.absorbed["bias"]) > 1e-3 * abs(float(logits[t]))
+    else:
+        assert c.absorbed["position_bias"] != 0 and c.absorbed["bias"] == 0

@@ -230,3 +230,28 @@ def test_gru_seq2seq_integrated_gradients_flag_a_failed_check():
     assert any("INTEGRATED GRADIENTS DID NOT CONVERGE" in w for w in r.warnings)
     with pytest.raises(InputError, match="out of range"):
         seq2seq_attribution(model, [4, 12, 2], 2, "integrated_gradients")
+
+
+@pytest.mark.parametrize("family", ["marian", "t5"])
+def test_seq2seq_attnlrp_with_cache_equals_fresh_and_conserves(tiny, family):
+    """AttnLRP across an encoder-decoder generation (decoder cache, cross-attention keys/values cached): each
+    step's source and target rows equal a fresh teacher-forced relevance of the full prefix, and conserve."""
+    from attnscope.attribution.attnlrp import seq2seq_relevance
+
+    lm = tiny(family)
+    text = "the cat sat on the mat"
+    r = seq2seq_attribution(lm, text, 3, "attnlrp")
+    assert r.method == "attnlrp" and r.meta["kv_cache"] and len(r.generated_ids) == 3
+    src = {k: v for k, v in lm.tokenizer(text, return_tensors="pt").items() if k != "token_type_ids"}
+    start = lm.model.config.decoder_start_token_id
+    for i, t in enumerate(r.generated_ids):
+        s, g, _, _, check = seq2seq_relevance(lm, {**src, "decoder_input_ids": torch.tensor([[start] + r.generated_ids[:i]])},
+                                              target=t)
+        np.testing.assert_allclose(r.source_scores[i], s.sum(-1).numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(r.scores[i, :i + 1], g.sum(-1).numpy(), rtol=1e-4, atol=1e-6)
+        assert check.ok and r.checks[i]["check"] == "conservation" and r.checks[i]["ok"]
+        total = r.source_scores[i].sum() + np.nansum(r.scores[i]) + sum(r.checks[i]["absorbed"].values())
+        assert total == pytest.approx(r.target_logits[i], rel=1e-4, abs=1e-5)
+    assert r.failed_steps == [] and not r.warnings
+    if family == "t5":  # the relative position bias is measured on its own
+        assert "position_bias" in r.checks[0]["absorbed"]

@@ -1,5 +1,6 @@
 """AttnLRP: attention-aware layer-wise relevance propagation (Achtibat et al. 2024, "AttnLRP: Attention-Aware
-Layer-Wise Relevance Propagation for Transformers", ICML), for BERT-family and Llama-family models.
+Layer-Wise Relevance Propagation for Transformers", ICML), for BERT-family and Llama-family models and for
+encoder-decoders (Marian/BART-family and T5, :func:`seq2seq_relevance`).
 
 Implemented as gradient × input with modified gradients, as the paper's reference code (``lxt``,
 "efficient" mode) does: a forward pass whose values are unchanged but whose backward pass carries the LRP
@@ -26,6 +27,19 @@ untouched, and the forward values are bitwise those of the model.
 position + type embeddings after BERT's embedding LayerNorm; the token embeddings for Llama-family
 models): ``R_j = Σ_d h_jd ĝ_jd`` per token.
 
+**Encoder-decoders.** A decoder logit's relevance flows to the target prefix through the decoder's
+self-attention, and to the source through cross-attention (the same uniform rule: the keys and values come from
+the encoder's output) and on through the encoder. Input relevance is measured on both sides: the hidden states
+entering the first encoder layer (source: token embeddings × ``embed_scale`` + sinusoidal positions for
+Marian; the token embeddings for T5) and those entering the first decoder layer (target prefix, one call per
+generated token with the decoder cache; the cached cross-attention keys and values keep their graph).
+Conservation is checked over both: ``target logit = Σ R_source + Σ R_target + Σ A``. Marian/BART's
+``final_logits_bias`` (added to the LM head's output) counts in ``A_bias``. T5's relative position bias is a
+learned term added to the attention scores, like the additive mask; it is measured on its own as
+``A_position_bias`` (``Σ b ⊙ ĝ`` at the scores, the same bias rule as a linear layer's) and taken out of
+``A_softmax``. T5 v1.1's gated feed-forward (``wi_0``, ``wi_1``) gets the uniform rule on the product, as
+Llama's does.
+
 **Conservation** (:class:`Conservation`, on every result). With exact arithmetic,
 
     target logit = Σ_j R_j + A_bias + A_norm + A_activation + A_softmax
@@ -45,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -124,8 +139,9 @@ class _Meter:
     """Tensors whose modified gradients give the absorbed relevance (module docstring)."""
 
     absorbing: list[tuple[str, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (kind, out, absorbed value)
-    attention: list[tuple[torch.Tensor, ...]] = field(default_factory=list)  # (q, k, v, out)
+    attention: list[tuple[torch.Tensor | None, ...]] = field(default_factory=list)  # (q, k, v, out, position bias)
     inputs: list[torch.Tensor] = field(default_factory=list)  # hidden states entering the first layer
+    sides: list[str] = field(default_factory=list)  # per input: "input", or "source" / "target" (encoder-decoders)
     unsupported: list[str] = field(default_factory=list)
 
 
@@ -140,10 +156,15 @@ def lrp_attention(module, query, key, value, attention_mask, *args, **kwargs):
     # this call's own nodes: with a KV cache, the cached key/value tensors are inputs of later calls as well,
     # and their gradient would mix every call's relevance
     query, key, value = query.view_as(query), key.view_as(key), value.view_as(value)
+    bias = kwargs.get("position_bias")  # T5's relative position bias, added to the scores: absorbs like a bias
+    if torch.is_tensor(bias) and bias.requires_grad:
+        kwargs["position_bias"] = bias = bias.view_as(bias)
+    else:
+        bias = None
     out, w = attnscope_attention(module, scale_gradient(query, 0.25), scale_gradient(key, 0.25),
                                  scale_gradient(value, 0.5), attention_mask, *args, **kwargs)
     if meter is not None and out.requires_grad:
-        meter.attention.append((query, key, value, out))
+        meter.attention.append((query, key, value, out, bias))
     return out, w
 
 
@@ -159,6 +180,14 @@ def _first_layer(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(m, torch.nn.ModuleList) and len(m) and _LAYER_LIST.search(name):
             return m[0]
     raise CaptureError(f"AttnLRP: cannot find the Transformer layers of {type(model).__name__}")
+
+
+def _first_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(side, first layer): the encoder's ("source") and the decoder's ("target") of an encoder-decoder, else
+    the one layer stack's ("input")."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return [("source", _first_layer(model.get_encoder())), ("target", _first_layer(model.get_decoder()))]
+    return [("input", _first_layer(model))]
 
 
 @contextlib.contextmanager
@@ -199,7 +228,8 @@ def lrp_rules(model: torch.nn.Module, meter: _Meter):
     def gated_pre_hook(module, args):
         return (scale_gradient(args[0], 0.5),) + tuple(args[1:])
 
-    def input_pre_hook(module, args, kwargs):
+    def input_pre_hook(side, module, args, kwargs):
+        meter.sides.append(side)
         if args:
             h = args[0].detach().requires_grad_(True)
             meter.inputs.append(h)
@@ -208,8 +238,16 @@ def lrp_rules(model: torch.nn.Module, meter: _Meter):
         meter.inputs.append(h)
         return args, {**kwargs, "hidden_states": h}
 
+    def logits_bias_hook(module, args, out):  # BART/Marian: logits = lm_head(h) + final_logits_bias
+        logits = getattr(out, "logits", None)
+        if torch.is_tensor(logits) and logits.requires_grad:
+            meter.absorbing.append(("bias", logits, module.final_logits_bias.detach().expand_as(logits)))
+
     try:
-        handles.append(_first_layer(model).register_forward_pre_hook(input_pre_hook, with_kwargs=True))
+        for side, layer in _first_layers(model):
+            handles.append(layer.register_forward_pre_hook(functools.partial(input_pre_hook, side), with_kwargs=True))
+        if torch.is_tensor(getattr(model, "final_logits_bias", None)):
+            handles.append(model.register_forward_hook(logits_bias_hook))
         for name, m in model.named_modules():
             cls = type(m).__name__
             if isinstance(m, torch.nn.Linear) or cls == "Conv1D":  # Conv1D: GPT-2's transposed linear
@@ -221,6 +259,8 @@ def lrp_rules(model: torch.nn.Module, meter: _Meter):
                 handles.append(m.register_forward_hook(act_hook))
             if all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj")):
                 handles.append(m.down_proj.register_forward_pre_hook(gated_pre_hook))
+            elif all(hasattr(m, a) for a in ("wi_0", "wi_1", "wo")):  # T5 v1.1's gated feed-forward
+                handles.append(m.wo.register_forward_pre_hook(gated_pre_hook))
         yield meter
     finally:
         for h in handles:
@@ -276,22 +316,41 @@ def account(meter: _Meter, y: torch.Tensor, retain_graph: bool = False) -> tuple
     KV cache — and the :class:`Conservation` of ``y`` over all of them."""
     if not meter.inputs:
         raise CaptureError("AttnLRP: the first Transformer layer was never called")
-    attn = [t_ for a in meter.attention for t_ in a]
+    attn = [t_ for a in meter.attention for t_ in a[:4]]
+    biases = [a[4] for a in meter.attention if a[4] is not None]
     outs = [o for _, o, _ in meter.absorbing]
     k = len(meter.inputs)
-    grads = torch.autograd.grad(y, meter.inputs + outs + attn, allow_unused=True, retain_graph=retain_graph)
+    grads = torch.autograd.grad(y, meter.inputs + outs + attn + biases, allow_unused=True, retain_graph=retain_graph)
     rel = [(h.detach().double() * g.double())[0] if g is not None else torch.zeros_like(h[0], dtype=torch.float64)
            for h, g in zip(meter.inputs, grads[:k])]  # each (N_i, D)
-    g_abs, g_attn = grads[k:k + len(outs)], grads[k + len(outs):]
+    g_abs, g_attn = grads[k:k + len(outs)], grads[k + len(outs):k + len(outs) + len(attn)]
+    g_bias = iter(grads[k + len(outs) + len(attn):])
     absorbed = {"bias": 0.0, "norm": 0.0, "activation": 0.0, "softmax": 0.0}
+    if biases:
+        absorbed["position_bias"] = 0.0
+
+    def r_of(x, g):
+        return float((x.detach().double() * g.double()).sum()) if g is not None else 0.0
+
     for (kind, _, a), g in zip(meter.absorbing, g_abs):
         if g is not None:
             absorbed[kind] += float((a.double() * g.double()).sum())
     for i, tensors in enumerate(meter.attention):
-        gs = g_attn[4 * i:4 * i + 4]
-        r = [float((x.detach().double() * g.double()).sum()) if g is not None else 0.0 for x, g in zip(tensors, gs)]
-        absorbed["softmax"] += r[3] - (r[0] + r[1] + r[2])
+        r = [r_of(x, g) for x, g in zip(tensors[:4], g_attn[4 * i:4 * i + 4])]
+        r_b = r_of(tensors[4], next(g_bias)) if tensors[4] is not None else 0.0
+        absorbed["softmax"] += r[3] - (r[0] + r[1] + r[2] + r_b)
+        if tensors[4] is not None:
+            absorbed["position_bias"] += r_b
     return rel, conservation(float(y.detach()), float(sum(float(r.sum()) for r in rel)), absorbed)
+
+
+def by_side(meter: _Meter, rel: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The relevances of :func:`account` per side ("input", or "source" / "target"), each side's forward calls
+    concatenated along the tokens: side -> (N, D) float64."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for side, r in zip(meter.sides, rel):
+        out.setdefault(side, []).append(r)
+    return {k: torch.cat(v, 0) for k, v in out.items()}
 
 
 def relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | str | None = None,
@@ -311,6 +370,29 @@ def relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | st
         t, _ = resolve_target(lm, logits, target)
         rel, check = account(meter, logits[t])
     return rel[0], logits.detach(), t, check
+
+
+def seq2seq_relevance(lm: LoadedModel, inputs: dict[str, torch.Tensor], target: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, Conservation]:
+    """AttnLRP relevance of an encoder-decoder's next-token logit at the last decoder position (teacher-forced
+    ``decoder_input_ids`` in ``inputs``, batch of 1), flowing to the source through cross-attention and the
+    encoder, and to the target prefix through the decoder's self-attention.
+
+    Returns (source relevance (S, D), target-prefix relevance (T, D), both float64 at the hidden states entering
+    the first encoder / decoder layer, the logits (V,), the target index (default the argmax), the
+    :class:`Conservation` over both sides)."""
+    if not getattr(lm.config, "is_encoder_decoder", False):
+        raise InputError(f"{lm.name} is not an encoder-decoder; use relevance() or attnlrp_attribution()")
+    if "decoder_input_ids" not in inputs:
+        raise InputError("give decoder_input_ids (the decoder start token, then the target prefix)")
+    with lrp_session(lm) as meter:
+        logits = lm.model(**inputs, use_cache=False).logits[0, -1]  # (V,)
+        t = int(logits.argmax()) if target is None else int(target)
+        if not 0 <= t < logits.shape[-1]:
+            raise InputError(f"target {t} is out of range: {lm.name} has {logits.shape[-1]} outputs")
+        rel, check = account(meter, logits[t])
+    sides = by_side(meter, rel)
+    return sides["source"], sides["target"], logits.detach(), t, check
 
 
 def attnlrp_attribution(lm: LoadedModel, text: str, *, target: int | str | None = None, position: int | None = None,

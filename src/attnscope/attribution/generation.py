@@ -16,8 +16,10 @@ tokens), NaN where a token was not yet there. Methods:
 
 :func:`generation_attribution` covers decoder-only language models; :func:`seq2seq_attribution` covers
 encoder-decoders — transformers models (T5, Marian, …) and attnscope's own GRU :class:`~attnscope.seq2seq.model.Seq2Seq` —
-with ``grad_x_input`` over source and target-prefix embeddings, decoder cache (or recurrent state) reused, and
-``integrated_gradients`` over both (one path per step, no cache), checked for completeness.
+with ``grad_x_input`` over source and target-prefix embeddings, decoder cache (or recurrent state) reused,
+``integrated_gradients`` over both (one path per step, no cache), checked for completeness, and (transformers
+models) ``attnlrp`` with the decoder cache, relevance at the first encoder and decoder layers' inputs, checked
+for conservation over source and target together.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..models import LoadedModel, require_trained_head
 from .method_notes import note
 
 GENERATION_METHODS = ("grad_x_input", "integrated_gradients", "attnlrp")
-SEQ2SEQ_METHODS = ("grad_x_input", "integrated_gradients")
+SEQ2SEQ_METHODS = ("grad_x_input", "integrated_gradients", "attnlrp")  # attnlrp: transformers models
 MAX_NEW_TOKENS = 256
 
 
@@ -269,6 +271,9 @@ def seq2seq_attribution(model, source: str | Sequence[int], max_new_tokens: int 
 
     _check_args(method, SEQ2SEQ_METHODS, max_new_tokens)
     if isinstance(model, Seq2Seq):
+        if method == "attnlrp":
+            raise InputError("AttnLRP has no rules for the GRU seq2seq (a recurrent model); use grad_x_input or "
+                             "integrated_gradients")
         if method == "integrated_gradients":
             return _gru_ig(model, list(source), max_new_tokens, source_labels, target_vocab, stop_at_eos, ig_steps,
                            ig_max_steps)
@@ -302,9 +307,18 @@ def _hf_seq2seq_steps(lm: LoadedModel, source: str, n: int, stop_at_eos: bool, w
     prepare(lm)
     if method == "integrated_gradients":
         return _hf_seq2seq_ig(lm, source, src, mask, start, n, eos, warnings, ig_steps, ig_max_steps)
-    src_rows, rows, gen, logits_out = [], [], [], []
-    with _embedding_leaves([encoder.embed_tokens, decoder.embed_tokens], lambda x: leaves[phase[0]].append(x)), \
-            attention_implementation(lm.model, "attnscope"), torch.enable_grad():
+    from .attnlrp import account, by_side, lrp_session
+
+    src_rows, rows, gen, logits_out, checks = [], [], [], [], []
+    if method == "attnlrp":  # relevance at the hidden states entering the first encoder / decoder layer
+        ctx = lrp_session(lm)
+    else:
+        ctx = contextlib.ExitStack()
+        ctx.enter_context(_embedding_leaves([encoder.embed_tokens, decoder.embed_tokens],
+                                            lambda x: leaves[phase[0]].append(x)))
+        ctx.enter_context(attention_implementation(lm.model, "attnscope"))
+        ctx.enter_context(torch.enable_grad())
+    with ctx as meter:
         enc = encoder(input_ids=src, attention_mask=mask)
         phase[0] = "target"
         y = torch.tensor([[start]], device=src.device)
@@ -312,21 +326,34 @@ def _hf_seq2seq_steps(lm: LoadedModel, source: str, n: int, stop_at_eos: bool, w
         for step in range(n):
             logits = out.logits[0, -1]  # (V,)
             t, lp = _step_out(logits)
-            grads = torch.autograd.grad(logits[t], leaves["source"] + leaves["target"], retain_graph=True)
-            src_rows.append(_row(leaves["source"], grads[:1]))
-            rows.append(_row(leaves["target"], grads[1:]))
+            if method == "attnlrp":
+                rel, check = account(meter, logits[t], retain_graph=True)
+                sides = by_side(meter, rel)
+                src_rows.append(sides["source"].sum(-1))
+                rows.append(sides["target"].sum(-1))
+                checks.append({"check": "conservation", "ok": check.ok, "residual": check.residual,
+                               "input_share": check.input_share, "absorbed": check.absorbed,
+                               "warning": check.warning()})
+            else:
+                grads = torch.autograd.grad(logits[t], leaves["source"] + leaves["target"], retain_graph=True)
+                src_rows.append(_row(leaves["source"], grads[:1]))
+                rows.append(_row(leaves["target"], grads[1:]))
+                checks.append({})
             gen.append(t)
             logits_out.append(lp)
             if t in eos or step == n - 1:
                 break
             out = lm.model(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=torch.tensor([[t]], device=src.device),
                            past_key_values=out.past_key_values, use_cache=True)
+    for i, c in enumerate(checks):
+        if c and not c["ok"]:
+            warnings.append(f"step {i} ({_labels(lm.tokenizer, [gen[i]])[0]!r}): {c['warning']}")
     return GenerationAttribution(
-        model=lm.name, method="grad_x_input", prompt_tokens=_labels(lm.tokenizer, [start]),
+        model=lm.name, method=method, prompt_tokens=_labels(lm.tokenizer, [start]),
         generated_tokens=_labels(lm.tokenizer, gen), generated_ids=gen, scores=_assemble(rows, 1),
         target_logits=[v[0] for v in logits_out], probabilities=[v[1] for v in logits_out],
         source_tokens=_labels(lm.tokenizer, src[0].tolist()),
-        source_scores=torch.stack(src_rows).cpu().numpy(), checks=[{} for _ in gen], warnings=warnings,
+        source_scores=torch.stack(src_rows).cpu().numpy(), checks=checks, warnings=warnings,
         meta={"source": source, "kv_cache": True, "max_new_tokens": n})
 
 
