@@ -187,3 +187,42 @@ def test_cli_errors_and_a_small_run(clf, tmp_path, capsys):
     assert (tmp_path / "o" / "curves.png").stat().st_size > 10_000
     again = fb.load_result(tmp_path / "o")  # re-summarised from the files
     assert again.meta["n_examples"] == 4 and [s["n"] for s in again.summary] == [4, 4]
+
+
+def test_resume_equals_an_uninterrupted_run(clf, tmp_path, capsys):
+    """A run stopped after 2 examples and resumed gives the rows of one run over all 4 (times excepted);
+    the CLI refuses to replace results without --resume/--overwrite and refuses a resume that differs."""
+    kw = dict(steps=3, n_boot=100, allow_random_head=True)
+    full = fb.benchmark_faithfulness(clf, TEXTS[:4], ["attention"], **kw)
+    fb.benchmark_faithfulness(clf, TEXTS[:2], ["attention"], **kw).save(tmp_path / "half")
+    resumed = fb.benchmark_faithfulness(clf, TEXTS[:4], ["attention"], resume=fb.load_result(tmp_path / "half"), **kw)
+    metrics = [k for k in full.rows[0] if k not in ("runtime_s", "deletion_curve", "insertion_curve")]
+    assert [[r[k] for k in metrics] for r in resumed.rows] == [[r[k] for k in metrics] for r in full.rows]
+    assert resumed.meta["n_examples"] == 4 and [s["tried"] for s in resumed.summary] == [4, 4]
+    with pytest.raises(InputError, match="example 0 of the run to resume"):
+        fb.benchmark_faithfulness(clf, TEXTS[2:6], ["attention"], resume=fb.load_result(tmp_path / "half"), **kw)
+    with pytest.raises(InputError, match="steps=3"):
+        fb.benchmark_faithfulness(clf, TEXTS[:4], ["attention"], resume=fb.load_result(tmp_path / "half"),
+                                  **{**kw, "steps": 5})
+
+    from attnscope.cli import main
+
+    data = tmp_path / "t.txt"
+    data.write_text("\n".join(TEXTS) + "\n")
+    model = _save_tiny(clf, tmp_path / "m")
+    base = ["faithfulness", "-m", str(model), "-d", str(data), "-o", str(tmp_path / "o"), "--methods", "attention",
+            "--steps", "3", "--bootstrap", "100", "--quiet"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(base + ["--n", "2"])
+    assert e.value.code == 0
+    for extra, needle in (([], "--resume"), (["--resume", "--steps", "4"], "steps=3"),
+                          (["--resume", "--overwrite"], "exclude each other")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(base + ["--n", "3"] + extra)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as e:
+        main(base + ["--n", "3", "--resume"])
+    assert e.value.code == 0 and fb.load_result(tmp_path / "o").meta["n_examples"] == 3

@@ -394,6 +394,9 @@ def faithfulness(
     seed: int = typer.Option(0, help="Seed (example order, random baseline, sampling, bootstrap)."),
     allow_random_head: bool = typer.Option(False, "--allow-random-head", help="Run even when the prediction head "
                                            "is randomly initialised (the result then scores random weights)."),
+    resume: bool = typer.Option(False, "--resume", help="Go on from the examples a stopped run left in --out (same "
+                                "model, data, methods and settings); they are not scored again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
 ) -> None:
     """Faithfulness benchmark: every explanation method scored on many examples (deletion/insertion AOPC, ERASER
     comprehensiveness/sufficiency, agreement with leave-one-out, runtime) with bootstrap CIs and paired tests."""
@@ -416,6 +419,16 @@ def faithfulness(
         raise InputError(f"--replacement must be one of {', '.join(REPLACEMENTS)}, got {replacement!r}")
     resolve_methods(methods)  # unknown names fail before the model loads
     check_out(out)
+    previous = None
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite exclude each other: go on from the results in --out, or replace them")
+    if (out / "scores.parquet").exists() and not overwrite:
+        if not resume:
+            raise InputError(f"{out} holds the results of a run; pass --resume to go on from them, --overwrite to "
+                             f"replace them, or choose another --out")
+        from .faithfulness_benchmark import load_result
+
+        previous = load_result(out)
     set_threads(threads)
     set_placement(device, dtype)
     from .faithfulness_benchmark import benchmark_faithfulness
@@ -447,7 +460,7 @@ def faithfulness(
         r = benchmark_faithfulness(lm, chosen, methods, steps=steps, replacement=replacement, absolute=absolute,
                                    seed=seed, ig_steps=ig_steps, n_samples=samples, n_boot=bootstrap,
                                    batch_size=batch_size, allow_random_head=allow_random_head, progress=update,
-                                   checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=previous)
     r.meta.update({"data": str(data), "skipped_examples": skipped, "max_tokens": max_tokens})
     for w in r.meta.get("warnings", []):
         console.print(f"[bold red]WARNING:[/bold red] [red]{escape(w)}[/red]")

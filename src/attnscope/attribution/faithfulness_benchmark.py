@@ -330,12 +330,14 @@ def benchmark_faithfulness(lm: LoadedModel, examples: Sequence[Example | str], m
                            allow_random_head: bool = False,
                            progress: Callable[[int, int], None] | None = None,
                            checkpoint: Callable[[BenchmarkResult], None] | None = None,
-                           checkpoint_every: int = 10) -> BenchmarkResult:
+                           checkpoint_every: int = 10, resume: BenchmarkResult | None = None) -> BenchmarkResult:
     """Score every method in ``methods`` on every example (see the module docstring); returns a
     :class:`BenchmarkResult`. The target of each example is the model's prediction (the predicted class,
     or a causal LM's predicted next token). ``checkpoint`` is called with the result of the examples
     done so far every ``checkpoint_every`` examples (the CLI writes its files there, so a long run leaves
-    usable partial results)."""
+    usable partial results). ``resume``: the result of a stopped run (:func:`load_result`) with the same
+    model, methods, settings and first examples; its examples are kept, not scored again, and the run
+    goes on from the next one, so the result equals an uninterrupted run's (times excepted)."""
     from scipy import stats  # noqa: F401  (fail early when scipy is missing)
 
     from .explanation import explain
@@ -362,15 +364,26 @@ def benchmark_faithfulness(lm: LoadedModel, examples: Sequence[Example | str], m
     t_start, t_shared = time.perf_counter(), 0.0
     method_seconds = {m: 0.0 for m in chosen}
     replacement_token = None
+    settings = {"model": lm.name, "replacement": replacement, "absolute": absolute, "steps": steps,
+                "eraser_fractions": list(fractions), "ig_steps": ig_steps, "n_samples": n_samples, "seed": seed}
+    start = 0
+    if resume is not None:
+        start = _check_resume(resume, chosen, settings, examples)
+        rows = list(resume.rows)
+        status.update({m: st for m, st in resume.status.items() if st != "ok"})
+        tried.update({s["method"]: s["tried"] for s in resume.summary})
+        method_seconds.update(resume.meta.get("method_s", {}))
+        t_shared = resume.meta.get("shared_metric_s", 0.0)
+        t_start -= resume.meta.get("wall_s", 0.0)
+        replacement_token = resume.meta.get("replacement_token")
 
     def meta(done: int) -> dict[str, Any]:
-        return {"model": lm.name, "n_examples": done, "n_requested": len(examples), "replacement": replacement,
-                "replacement_token": replacement_token, "absolute": absolute, "steps": steps,
-                "eraser_fractions": list(fractions), "ig_steps": ig_steps, "n_samples": n_samples,
+        return {**settings, "n_examples": done, "n_requested": len(examples), "replacement_token": replacement_token,
                 "n_boot": n_boot, "wall_s": time.perf_counter() - t_start, "shared_metric_s": t_shared,
                 "method_s": dict(method_seconds), "warnings": head_warnings}
 
-    for xi, ex in enumerate(examples):
+    for xi in range(start, len(examples)):
+        ex = examples[xi]
         t0 = time.perf_counter()
         pert, tokens = Perturbation.of(lm, ex.text, replacement=replacement, batch_size=batch_size)
         loo = pert.leave_one_out()
@@ -430,6 +443,27 @@ def benchmark_faithfulness(lm: LoadedModel, examples: Sequence[Example | str], m
 
     return summarise(rows, chosen, status, tried, steps=steps, fractions=fractions, n_boot=n_boot, seed=seed,
                      meta=meta(len(examples)))
+
+
+def _check_resume(previous: BenchmarkResult, methods: Sequence[str], settings: dict[str, Any],
+                  examples: Sequence[Example]) -> int:
+    """How many examples a stopped run finished, after checking that it is this run's beginning (same
+    methods, settings and first examples); InputError saying what differs otherwise."""
+    start_over = "; use another --out, or --overwrite to start over"
+    if list(previous.methods) != list(methods):
+        raise InputError(f"the run to resume scored other methods ({', '.join(previous.methods)})" + start_over)
+    for k, v in settings.items():
+        if k in previous.meta and previous.meta[k] != v:
+            raise InputError(f"the run to resume used {k}={previous.meta[k]!r}, this one {v!r}" + start_over)
+    done = int(previous.meta.get("n_examples", 0))
+    if done > len(examples):
+        raise InputError(f"the run to resume has {done} examples, more than the {len(examples)} asked" + start_over)
+    ids = {r["example"]: (r["id"], r["text"]) for r in previous.rows}
+    for i in range(done):
+        if ids.get(i, (examples[i].id, examples[i].text)) != (examples[i].id, examples[i].text):
+            raise InputError(f"example {i} of the run to resume is not example {i} of this data (id "
+                             f"{str(ids[i][0])[:40]!r}): the data, --seed or --max-tokens changed" + start_over)
+    return done
 
 
 def load_result(out: str | Path) -> BenchmarkResult:
