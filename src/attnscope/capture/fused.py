@@ -10,6 +10,13 @@ alone at 512 tokens (``benchmarks/bench_fused.py``), so the statistics add 3-15 
 SDPA's within float32 rounding (tested), and it is computed from exactly the probabilities the
 statistics describe.
 
+Threads: with n torch threads, n pool threads (``native.run_on_pool``) each take whole blocks from a
+shared counter and run both ``bmm`` and the kernel on their own, single-threaded in torch, so a call
+synchronises once, at its end. Alternating torch's thread team (each ``bmm``) with the kernel's row pool
+synchronised three times a block, and torch's OpenMP threads spinning after each ``bmm`` competed with
+the row pool for the cores: at two threads that cost more than a second thread gained
+(docs/benchmarks.md, "Statistics mode vs the plain forward").
+
 Used only where it is exact and cheaper (:func:`applies`): no gradient, no dropout, a boolean or no mask,
 no position bias / soft-capping / sinks (those take the general path), and a route for the device:
 
