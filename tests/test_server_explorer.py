@@ -200,3 +200,53 @@ def test_compare_says_what_cannot_be_compared(client, tiny, tmp_path):
     assert r.status_code == 200, r.text
     err(client.post("/v1/compare", json={"a": full, "b": "nope"}), 404)
     err(client.post("/v1/compare", json={"a": full, "b": full, "stream": "cross"}), 422)
+
+
+# ---------------------------------------------------------------------------- the first view in one answer
+WORDS = "the model reads every sentence and each head attends to some other token while layers build meaning".split()
+
+
+def _text_of(lm, n_tokens):
+    words = [WORDS[i % len(WORDS)] for i in range(n_tokens)]
+    while len(lm.tokenizer(" ".join(words))["input_ids"]) > n_tokens:
+        words.pop()
+    return " ".join(words)
+
+
+@pytest.mark.parametrize("model,n_tokens", [("tiny-llama", 128), ("tiny-bert", 100)])  # equal / unequal bins
+def test_trace_answer_carries_the_model_views_thumbnails(client, tiny, model, n_tokens):
+    from attnscope.capture import capture
+
+    lm = tiny(model.split("-")[1])
+    text = _text_of(lm, n_tokens)
+    r = client.post("/v1/traces", json={"text": text, "model": model, "overview": True},
+                    headers={"Accept": payload.MEDIA_TYPE})
+    assert r.status_code == 200 and r.headers["content-type"] == payload.MEDIA_TYPE, r.text[:300]
+    h, arrays = payload.decode(r.content)
+    st = h["streams"]["self"]
+    n = len(st["query_tokens"])
+    assert n > payload.THUMB_SIZE
+    # references computed here from the trace's own maps: max-pooled by hand, statistics from their definitions
+    w = capture(lm, text).weights("self").numpy().astype(np.float64)  # (L, H, N, N), the trace's float16 values
+    edges = np.floor(np.arange(payload.THUMB_SIZE + 1) * n / payload.THUMB_SIZE).astype(int)
+    ref = np.zeros(w.shape[:2] + (payload.THUMB_SIZE,) * 2)
+    for a in range(payload.THUMB_SIZE):
+        for b in range(payload.THUMB_SIZE):
+            ref[:, :, a, b] = w[:, :, edges[a]:edges[a + 1], edges[b]:edges[b + 1]].max((-1, -2))
+    thumbs = arrays["overview/self"]
+    assert thumbs.dtype == np.uint8 and thumbs.shape == ref.shape
+    assert np.abs(thumbs.astype(np.float64) - ref * 255).max() <= 0.5 + 1e-3  # rounded to the nearest step
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(w > 0, w * np.log(w), 0.0).sum(-1)  # (L, H, N)
+    allowed = np.arange(1, n + 1) if model == "tiny-llama" else np.full(n, n)
+    dist = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])
+    expect = {"entropy": ent.mean(-1), "max": w.max(-1).mean(-1), "first_token_mass": w[..., 0].mean(-1),
+              "mean_distance": (w * dist).sum(-1).mean(-1),
+              "normalized_entropy": (ent / np.maximum(np.log(allowed), 1e-9)).mean(-1)}
+    for k, v in expect.items():
+        assert np.allclose(np.array(st["stats"][k]), v, atol=1e-4), k
+    # the same summary as the JSON answer; GET .../overview answers the same thumbnails
+    j = client.post("/v1/traces", json={"text": text, "model": model}).json()
+    assert j["id"] == h["id"] and j["streams"] == h["streams"]
+    _, ov = payload.decode(client.get(f"/v1/traces/{h['id']}/overview").content)
+    assert np.array_equal(ov["thumbs"], thumbs)

@@ -371,7 +371,7 @@ def build_router(state: ServerState) -> APIRouter:
     # ------------------------------------------------------------ explorer data
     @r.post("/v1/traces", tags=["explorer"], responses=ERRORS,
             summary="Capture full maps for the explorer; returns tokens, per-head statistics and an id")
-    async def new_trace(req: TraceRequest):
+    async def new_trace(req: TraceRequest, request: Request):
         name = state.check_model(req.model)
         for what in ("text", "text_pair", "target"):
             state.check_text(getattr(req, what), what)
@@ -392,8 +392,16 @@ def build_router(state: ServerState) -> APIRouter:
                                     truncate=req.truncate)
                 state.traces.put(key, trace, nbytes=trace.nbytes())
             t1 = time.perf_counter()
-            summary = payload.trace_summary(trace, key, {"timing": {"capture_s": round(t1 - t0, 4)}})
-            return summary
+            # the model view's thumbnails in the same answer (binary) and the same pass as the statistics
+            thumbs = {} if req.overview and _wants_binary(request, "json") else None
+            summary = payload.trace_summary(trace, key, {"timing": {"capture_s": round(t1 - t0, 4)}}, thumbs=thumbs)
+            if thumbs is None:
+                return summary
+            for s, th in thumbs.items():  # GET /overview (another stream, a later page) answers from here
+                state.derived.put(f"{key}/{s}/overview/{payload.THUMB_SIZE}", th, nbytes=th.nbytes)
+            summary["timing"]["summary_s"] = round(time.perf_counter() - t1, 4)
+            return Response(payload.encode(summary, {f"overview/{s}": th for s, th in thumbs.items()}),
+                            media_type=payload.MEDIA_TYPE)
 
         return await state.run(work)
 

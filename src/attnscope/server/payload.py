@@ -90,29 +90,62 @@ def head_summary(trace, stream: str) -> dict[str, list[list[float]]]:
     ``max`` (mean largest weight: concentration), ``first_token_mass``, ``mean_distance`` (tokens),
     ``normalized_entropy`` (entropy / log(allowed keys)).
     """
-    w = trace.weights(stream, dtype=torch.float16)  # (L, H, Nq, Nk)
+    return model_view(trace, stream, thumbs=False)[0]
+
+
+def model_view(trace, stream: str, size: int = THUMB_SIZE, stats: bool = True,
+               thumbs: bool = True) -> tuple[dict[str, list[list[float]]], np.ndarray | None]:
+    """The model view's data in one pass over the maps, layer by layer: per-head statistics (see
+    :func:`head_summary`) and uint8 thumbnails (layer, head, sq, sk), max-pooled (see :func:`overview`).
+
+    Each layer's maps are read once as float32 (the trace holds float16 by default), so statistics and
+    thumbnails share that read; the thumbnails are the same as :func:`downsample_max` of those maps.
+    """
+    w = trace.weights(stream, dtype=torch.float16)  # (L, H, Nq, Nk): no copy for a float16 trace
     nq, nk = w.shape[-2:]
-    allowed = trace.allowed_mask(stream)
-    n_allowed = (allowed.sum(-1).float() if allowed is not None else torch.full((nq,), float(nk))).clamp(min=1)
-    qoff = int(trace.meta.get("query_offsets", {}).get(stream, 0))
-    dist = (torch.arange(nq)[:, None] + qoff - torch.arange(nk)[None, :]).abs().float()  # (Nq, Nk)
-    out: dict[str, list] = {k: [] for k in ("entropy", "normalized_entropy", "max", "first_token_mass", "mean_distance")}
-    log_allowed = torch.log(n_allowed).clamp(min=1e-9)
+    out: dict[str, list] = {k: [] for k in ("entropy", "normalized_entropy", "max", "first_token_mass",
+                                            "mean_distance")} if stats else {}
+    if stats:
+        allowed = trace.allowed_mask(stream)
+        n_allowed = (allowed.sum(-1).float() if allowed is not None else torch.full((nq,), float(nk))).clamp(min=1)
+        qoff = int(trace.meta.get("query_offsets", {}).get(stream, 0))
+        dist = (torch.arange(nq)[:, None] + qoff - torch.arange(nk)[None, :]).abs().float()  # (Nq, Nk)
+        log_allowed = torch.log(n_allowed).clamp(min=1e-9)  # (Nq,)
+        tiny = torch.finfo(torch.float32).tiny
+    pooled = []
     for li in range(w.shape[0]):
         p = w[li].float()  # (H, Nq, Nk)
-        ent = -torch.special.xlogy(p, p).sum(-1)  # (H, Nq)
-        out["entropy"].append(ent.mean(-1).tolist())
-        out["normalized_entropy"].append((ent / log_allowed).mean(-1).tolist())
-        out["max"].append(p.amax(-1).mean(-1).tolist())
-        out["first_token_mass"].append(p[..., 0].mean(-1).tolist())
-        out["mean_distance"].append((p * dist).sum(-1).mean(-1).tolist())
-    return out
+        if stats:
+            ent = -(p * p.clamp_min(tiny).log()).sum(-1)  # (H, Nq): p log p with 0 log 0 = 0 (as xlogy)
+            out["entropy"].append(ent.mean(-1).tolist())
+            out["normalized_entropy"].append((ent / log_allowed).mean(-1).tolist())
+            out["max"].append(p.amax(-1).mean(-1).tolist())
+            out["first_token_mass"].append(p[..., 0].mean(-1).tolist())
+            out["mean_distance"].append((p * dist).sum(-1).mean(-1).tolist())
+        if thumbs:
+            pooled.append(quantize_u8(_pool_max(p, size)))
+    return out, (np.stack(pooled) if thumbs else None)  # (L, H, sq, sk)
 
 
-def trace_summary(trace, trace_id: str = "", extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """JSON the explorer starts from: tokens, streams, layers, heads, per-head statistics."""
+def _pool_max(p: torch.Tensor, size: int) -> np.ndarray:
+    """:func:`downsample_max` of (H, Nq, Nk); torch's max-pool when every bin has the same width."""
+    nq, nk = p.shape[-2:]
+    kq = nq // size if nq > size and nq % size == 0 else 1 if nq <= size else 0
+    kk = nk // size if nk > size and nk % size == 0 else 1 if nk <= size else 0
+    if kq and kk:  # equal bins: the same cells as downsample_max's
+        return torch.nn.functional.max_pool2d(p.unsqueeze(1), (kq, kk)).squeeze(1).numpy()  # (H, sq, sk)
+    return downsample_max(p.numpy(), size)
+
+
+def trace_summary(trace, trace_id: str = "", extra: dict[str, Any] | None = None,
+                  thumbs: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """JSON the explorer starts from: tokens, streams, layers, heads, per-head statistics. With ``thumbs``
+    (a dict), also fills it with each stream's model-view thumbnails, from the same pass over the maps."""
     streams = {}
     for s in trace.streams:
+        stats, th = model_view(trace, s, thumbs=thumbs is not None) if trace.has("weights", s) else ({}, None)
+        if th is not None:
+            thumbs[s] = th
         q, k = trace.query_tokens(s), trace.key_tokens(s)
         streams[s] = {
             "layers": trace.layers[s], "heads": trace.heads[s],
@@ -129,7 +162,7 @@ def trace_summary(trace, trace_id: str = "", extra: dict[str, Any] | None = None
             if trace.meta.get("causal", {}).get(s, False) else None,
             # sentence A / B of each token for text pairs (None: special tokens), as the tokenizer numbers them
             "segments": trace.meta.get("sequence_ids") if s == "self" else None,
-            "stats": head_summary(trace, s) if trace.has("weights", s) else {},
+            "stats": stats,
         }
     return {"id": trace_id, "model": trace.model_id, "kind": trace.meta.get("model_kind", ""),
             "texts": trace.texts, "streams": streams, "thumb_size": THUMB_SIZE,
@@ -142,9 +175,7 @@ def _jsonable(x):
 
 def overview(trace, stream: str, size: int = THUMB_SIZE) -> np.ndarray:
     """uint8 thumbnails (layer, head, sq, sk), max-pooled, for the model view."""
-    w = trace.weights(stream, dtype=torch.float16)  # (L, H, Nq, Nk)
-    thumbs = [quantize_u8(downsample_max(w[li].float().numpy(), size)) for li in range(w.shape[0])]
-    return np.stack(thumbs)  # (L, H, sq, sk)
+    return model_view(trace, stream, size, stats=False)[1]
 
 
 def head_map(trace, stream: str, layer: int, head: int | str) -> np.ndarray:

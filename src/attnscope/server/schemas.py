@@ -155,6 +155,9 @@ class TraceRequest(_Strict):
     target: str | None = Field(None, min_length=1)
     model: ModelName | None = None
     truncate: bool = Field(False, description="Keep the model's first max-length tokens of a longer text.")
+    overview: bool = Field(False, description="With Accept: application/vnd.attnscope.arrays, answer the binary "
+                                              "container: this summary as its header and each stream's model-view "
+                                              "thumbnails (arrays overview/<stream>, as GET .../overview).")
 
 
 class NeuronRequest(_Strict):
@@ -478,3 +481,59 @@ class DropoutOut(BaseModel):
     predictions: list[PredictionOut] | None = Field(None, description="top classes/tokens by mean probability over "
                                                                       "the runs (null for a model without a head)")
     maps: dict[str, list[Any]] | None = Field(None, description="mean, std, cv: (layer, head, query, key)")
+
+
+# ---------------------------------------------------------------------------- /v1/attribute-generation
+GenerationMethod = Literal["grad_x_input", "integrated_gradients", "attnlrp"]  # == attribution.GENERATION_METHODS
+
+
+class GenerationAttributionRequest(_Strict):
+    prompt: str = Field(..., min_length=1, description="The prompt (decoder-only LM) or the source text "
+                                                       "(encoder-decoder).", examples=["The capital of France is"])
+    model: ModelName | None = Field(None, description="A causal language model or an encoder-decoder with its LM "
+                                                      "head (GET /v1/models).")
+    methods: list[GenerationMethod] = Field(["grad_x_input"], min_length=1, max_length=3,
+                                            description="Attribution methods; each runs its own greedy generation.")
+    max_new_tokens: int = Field(8, ge=1, le=256, description="Tokens generated greedily (server limit: prompt "
+                                                             "tokens + max_new_tokens <= max_attribution_tokens).")
+    ig_steps: Count = Field(16, description="Integrated-gradients steps per generated token (server limit: "
+                                            "max_samples).")
+    ig_max_steps: Count | None = Field(None, description="Gradient evaluations per generated token, refinement of a "
+                                                         "rough path included (>= ig_steps; default 8 x ig_steps, "
+                                                         "at most max_samples).")
+    stop_at_eos: bool = Field(True, description="Stop after an end-of-sequence token.")
+    allow_random_head: bool = Field(False, description="Run even when the model's LM head was initialised at "
+                                                       "random on load (the answer's warnings say so).")
+
+
+class GenerationMethodOut(BaseModel):
+    method: str
+    note: str = Field(..., description="What the method is and is not, one sentence.")
+    generated_tokens: list[str]
+    generated_ids: list[int]
+    context_tokens: list[str] = Field(..., description="The columns of scores: the prompt (or the decoder start "
+                                                       "token) then the generated tokens but the last.")
+    scores: list[list[float | None]] = Field(..., description="(generated, context): the attribution of each "
+                                                              "generated token's logit; null where a column was "
+                                                              "not yet there.")
+    source_tokens: list[str] = Field([], description="Encoder-decoders: the source tokens.")
+    source_scores: list[list[float]] | None = Field(None, description="Encoder-decoders: (generated, source).")
+    target_logits: list[float]
+    probabilities: list[float]
+    checks: list[dict[str, Any]] = Field(..., description="Per generated token, the method's own check "
+                                                          "(integrated_gradients: completeness, attnlrp: "
+                                                          "conservation) or {}.")
+    failed_steps: list[int] = Field(..., description="Generated tokens whose check failed: not explanations.")
+    warnings: list[str]
+    meta: dict[str, Any]
+
+
+class GenerationAttributionOut(BaseModel):
+    model: str
+    prompt: str
+    kind: Literal["causal", "encoder-decoder"]
+    results: dict[str, GenerationMethodOut] = Field(..., description="method -> its generation and scores")
+    failed_checks: list[str] = Field([], description="Methods with at least one generated token that failed its "
+                                                     "own check (flagged in their checks and warnings).")
+    warnings: list[str] = Field([], description="Loud lines: a random LM head, failed checks, generations that "
+                                                "differ between methods.")

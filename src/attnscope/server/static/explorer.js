@@ -78,11 +78,29 @@
       if (items.$ref) items = spec.components.schemas[items.$ref.split("/").pop()] || {};
       return items.enum || (p.methods && p.methods.default) || [];
     }
-    async trace(req, signal) { const s = await this._json("/v1/traces", req, signal); this.id = s.id; return s; }
+    /** The summary of a new trace; with `withOverview`, the model view's thumbnails come in the same binary answer
+     * (computed in the same pass as the statistics), so the first view needs one request. */
+    async trace(req, signal, withOverview = true) {
+      if (!withOverview) { const s = await this._json("/v1/traces", req, signal); this.id = s.id; this.thumbs = {}; return s; }
+      const r = await fetch(this.base + "/v1/traces", { method: "POST", signal, body: JSON.stringify({ ...req, overview: true }),
+        headers: { "Content-Type": "application/json", Accept: "application/vnd.attnscope.arrays, application/json" } });
+      if (!r.ok) { const j = await r.json().catch(() => ({})); throw new ApiError((j.error && j.error.message) || ("HTTP " + r.status)); }
+      if (!(r.headers.get("content-type") || "").includes("vnd.attnscope.arrays")) { const s = await r.json(); this.id = s.id; this.thumbs = {}; return s; }
+      const buf = await r.arrayBuffer();
+      this.bytes += buf.byteLength;
+      const { header, arrays } = decodeContainer(buf), thumbs = {};
+      for (const [name, a] of Object.entries(arrays)) {
+        const s = name.slice("overview/".length), st = header.streams[s];
+        if (name.startsWith("overview/") && st) thumbs[s] = { layers: st.layers, heads: st.heads, thumbs: a.data, shape: a.shape };
+      }
+      this.id = header.id; this.thumbs = thumbs;
+      return header;
+    }
     async traceOnly(req, signal) { return this._json("/v1/traces", req, signal); }
-    async generate(req) { const s = await this._json("/v1/generate", req); this.id = s.id; return s; }
+    async generate(req) { const s = await this._json("/v1/generate", req); this.id = s.id; this.thumbs = {}; return s; }
     _q(o) { return Object.entries(o).filter(([, v]) => v !== undefined && v !== null).map(([k, v]) => encodeURIComponent(k) + "=" + encodeURIComponent(v)).join("&"); }
     async overview(stream) {
+      if (this.thumbs && this.thumbs[stream]) return this.thumbs[stream];  // came with the trace
       const { header, arrays } = await this._bin(`/v1/traces/${this.id}/overview?` + this._q({ stream }));
       return { layers: header.layers, heads: header.heads, thumbs: arrays.thumbs.data, shape: arrays.thumbs.shape };
     }
@@ -182,17 +200,24 @@
     const w = mask.windows && mask.windows[String(layer)];
     return !!w && j <= d - w;
   }
+  /** Colour values (rows x cols, in [0, 1] through `scale`, masked cells grey) into the RGBA pixels `px` of an
+   * image `width` pixels wide, top-left at (x0, y0). */
+  function paintInto(px, width, x0, y0, values, rows, cols, isByte, scale, maskFn) {
+    const f = SCALES[scale || "sqrt"].f;
+    for (let i = 0, n = rows * cols; i < n; i++) {
+      const r = Math.floor(i / cols), c = i % cols, o = ((y0 + r) * width + x0 + c) * 4;
+      if (maskFn && maskFn(r, c)) { px[o] = MASKED[0]; px[o + 1] = MASKED[1]; px[o + 2] = MASKED[2]; px[o + 3] = 255; continue; }
+      const v = isByte ? values[i] / 255 : values[i];
+      const g = Math.max(0, Math.min(255, Math.round(f(Math.max(0, Math.min(1, v))) * 255))) * 3;
+      px[o] = LUT[g]; px[o + 1] = LUT[g + 1]; px[o + 2] = LUT[g + 2]; px[o + 3] = 255;
+    }
+  }
   /** An offscreen canvas rows x cols: values in [0, 1] through `scale`, masked cells grey. */
   function paint(values, rows, cols, isByte, scale, maskFn) {
     const c = document.createElement("canvas");
     c.width = cols; c.height = rows;
-    const ctx = c.getContext("2d"), img = ctx.createImageData(cols, rows), px = img.data, f = SCALES[scale || "sqrt"].f;
-    for (let i = 0, n = rows * cols; i < n; i++) {
-      if (maskFn && maskFn(Math.floor(i / cols), i % cols)) { px[i * 4] = MASKED[0]; px[i * 4 + 1] = MASKED[1]; px[i * 4 + 2] = MASKED[2]; px[i * 4 + 3] = 255; continue; }
-      const v = isByte ? values[i] / 255 : values[i];
-      const g = Math.max(0, Math.min(255, Math.round(f(Math.max(0, Math.min(1, v))) * 255))) * 3;
-      px[i * 4] = LUT[g]; px[i * 4 + 1] = LUT[g + 1]; px[i * 4 + 2] = LUT[g + 2]; px[i * 4 + 3] = 255;
-    }
+    const ctx = c.getContext("2d"), img = ctx.createImageData(cols, rows);
+    paintInto(img.data, cols, 0, 0, values, rows, cols, isByte, scale, maskFn);
     ctx.putImageData(img, 0, 0);
     return c;
   }
@@ -465,7 +490,7 @@
       const ctl = this.liveCtl = new AbortController();
       this.root.dataset.live = "pending";
       try {
-        const summary = await this.src.trace(req, ctl.signal);
+        const summary = await this.src.trace(req, ctl.signal, this.view === "model");
         if (ctl !== this.liveCtl) return;
         this.req = req;
         await this.load(summary, { layer: this.layer, heads: this.heads, view: this.view, stream: this.stream, keepFocus: true });
@@ -569,7 +594,9 @@
       this.maps = new Map();
       await this.render();
       this.renderStats();
-      if (!this.liveCtl) this.loadRoles();  // not while typing: the role analysis would compete with the next update
+      // not while typing (the role analysis would compete with the next update), and only after this view is on
+      // screen: on a small machine the server's role analysis would otherwise compete with the page's first paint
+      if (!this.liveCtl) requestAnimationFrame(() => setTimeout(() => { if (!this.liveCtl) this.loadRoles(); }, 0));
     }
 
     changed() { this.buildHeadBox(); this.render(); this.renderStats(); }
@@ -729,17 +756,25 @@
       const size = sq * sk;
       // masked tiles: a max-pooled tile is masked when every cell in it is (its top-left cell is then masked)
       const fq = st.query_tokens.length / sq, fk = nk / sk;
+      // every thumbnail (and each layer's mean) into one image, drawn tile by tile: one canvas, not L x (H + 1)
+      const atlas = document.createElement("canvas");
+      atlas.width = (H + 1) * sk; atlas.height = L * sq;
+      const actx = atlas.getContext("2d"), img = actx.createImageData(atlas.width, atlas.height);
       for (let l = 0; l < L; l++) {
-        const y = top + l * (cell + gap);
         const maskFn = st.mask ? (i, j) => isMasked(st.mask, ov.layers[l], Math.floor((i + 1) * fq) - 1, Math.floor(j * fk)) : null;
-        ctx.fillStyle = "#5b6573"; ctx.fillText("L" + ov.layers[l], left - 6, y + cell / 2 + 4);
         const mean = new Float32Array(size);
         for (let h = 0; h < H; h++) {
           const t = ov.thumbs.subarray((l * H + h) * size, (l * H + h + 1) * size);
           for (let i = 0; i < size; i++) mean[i] += t[i] / 255 / H;
-          ctx.drawImage(paint(t, sq, sk, true, scale, maskFn), left + h * (cell + gap), y, cw, ch);
+          paintInto(img.data, atlas.width, h * sk, l * sq, t, sq, sk, true, scale, maskFn);
         }
-        ctx.drawImage(paint(mean, sq, sk, false, scale, maskFn), left + H * (cell + gap), y, cw, ch);
+        paintInto(img.data, atlas.width, H * sk, l * sq, mean, sq, sk, false, scale, maskFn);
+      }
+      actx.putImageData(img, 0, 0);
+      for (let l = 0; l < L; l++) {
+        const y = top + l * (cell + gap);
+        ctx.fillStyle = "#5b6573"; ctx.fillText("L" + ov.layers[l], left - 6, y + cell / 2 + 4);
+        for (let h = 0; h <= H; h++) ctx.drawImage(atlas, h * sk, l * sq, sk, sq, left + h * (cell + gap), y, cw, ch);
       }
       colourBar(ctx, left + (H + 1) * (cell + gap) + 6, top, Math.min(160, Hh - top - 40), scale, !!st.mask);
       ctx.strokeStyle = "#d62728"; ctx.lineWidth = 2;
