@@ -1,5 +1,5 @@
 """REST endpoints of :mod:`attnscope.attribution`: /v1/explain, /v1/ablate, /v1/probe, /v1/counterfactual,
-/v1/dropout.
+/v1/dropout, /v1/attribute-generation.
 
 Same contract as the other /v1 endpoints (:mod:`.api`): counts, lengths and run/sample limits are checked
 on the event loop, so a refused request costs nothing; the model work runs on the inference thread under
@@ -20,7 +20,8 @@ from fastapi import APIRouter
 from ..errors import InputError
 from .api import ERRORS, ApiError, ServerState, _jsonable
 from .schemas import (AblateItem, AblateOut, AblateRequest, CounterfactualOut, CounterfactualRequest, CounterfactualRow,
-                      DropoutOut, DropoutRequest, ExplainOut, ExplainRequest, HeadScoresOut, PredictionOut, ProbeOut,
+                      DropoutOut, DropoutRequest, ExplainOut, ExplainRequest, GenerationAttributionOut,
+                      GenerationAttributionRequest, GenerationMethodOut, HeadScoresOut, PredictionOut, ProbeOut,
                       ProbeRequest, _Target)
 
 
@@ -399,6 +400,68 @@ def build_attribution_router(state: ServerState) -> APIRouter:
             return DropoutOut(model=name, tokens=res.tokens, layers=res.layers, n_runs=res.n_runs, which=res.which,
                               rates=res.rates, pairwise_correlations=clean(corr), correlation=summary,
                               head_cv=clean(res.head_cv()), predictions=preds, maps=maps)
+
+        return await state.run(work)
+
+    @r.post("/v1/attribute-generation", response_model=GenerationAttributionOut, tags=["attribution"],
+            responses=ERRORS, summary="Generate greedily and attribute every generated token's logit to the prompt "
+                                      "and the tokens generated before it (and the source, for encoder-decoders)")
+    async def attribute_generation_endpoint(req: GenerationAttributionRequest) -> GenerationAttributionOut:
+        name = state.check_model(req.model)
+        state.check_text(req.prompt, "prompt")
+        methods = list(dict.fromkeys(req.methods))
+        ig_max = None
+        if "integrated_gradients" in methods:
+            for field, value in (("ig_steps", req.ig_steps), ("ig_max_steps", req.ig_max_steps or 0)):
+                if value > cfg.max_samples:
+                    raise ApiError(413, "TooManySamples", f"{field}={value}; this server allows at most "
+                                                          f"{cfg.max_samples} (max_samples)")
+            if req.ig_max_steps is not None and req.ig_max_steps < req.ig_steps:
+                raise InputError(f"ig_max_steps={req.ig_max_steps} is below ig_steps={req.ig_steps}; give "
+                                 "ig_max_steps >= ig_steps")
+            ig_max = req.ig_max_steps or max(req.ig_steps, min(8 * req.ig_steps, cfg.max_samples))
+        if req.max_new_tokens >= cfg.max_attribution_tokens:
+            raise ApiError(413, "TooManyTokens", f"max_new_tokens={req.max_new_tokens}; prompt tokens + max_new_tokens "
+                                                 f"may be at most {cfg.max_attribution_tokens} on this server "
+                                                 "(max_attribution_tokens)")
+
+        def work() -> GenerationAttributionOut:
+            from ..attribution.generation import generation_attribution, seq2seq_attribution
+
+            lm = state.model(name)
+            seq2seq = bool(getattr(lm.config, "is_encoder_decoder", False))
+            if not seq2seq and prediction_kind(lm) != "lm":
+                raise ApiError(422, "NoPredictionHead",
+                               f"/v1/attribute-generation attributes generated tokens, but {lm.name} "
+                               f"({type(lm.model).__name__}) is neither a causal language model nor an encoder-decoder "
+                               "with an LM head. Use a causal LM (e.g. smollm2) or an encoder-decoder")
+            if seq2seq and lm.model.get_output_embeddings() is None:
+                raise ApiError(422, "NoPredictionHead", f"{lm.name} ({type(lm.model).__name__}) has no LM head to "
+                                                        "generate with")
+            n = check_tokens(state, lm, req.prompt, "prompt")
+            if n + req.max_new_tokens > cfg.max_attribution_tokens:
+                raise ApiError(413, "TooManyTokens", f"the prompt has {n} tokens and max_new_tokens is "
+                                                     f"{req.max_new_tokens}; together at most "
+                                                     f"{cfg.max_attribution_tokens} on this server "
+                                                     "(max_attribution_tokens): shorten the prompt or generate fewer")
+            results, warnings = {}, []
+            for m in methods:
+                run = seq2seq_attribution if seq2seq else generation_attribution
+                g = run(lm, req.prompt, req.max_new_tokens, m, ig_steps=req.ig_steps, ig_max_steps=ig_max,
+                        stop_at_eos=req.stop_at_eos, allow_random_head=req.allow_random_head)
+                d = clean(g.to_dict())
+                results[m] = GenerationMethodOut(**{k: d[k] for k in GenerationMethodOut.model_fields})
+                warnings += [w if w.startswith("RANDOM HEAD") else f"{m}: {w}" for w in g.warnings]
+            first = next(iter(results.values()))
+            for m, res in results.items():
+                if res.generated_ids != first.generated_ids:
+                    warnings.append(f"{m} generated {res.generated_tokens} but {methods[0]} generated "
+                                    f"{first.generated_tokens} (greedy choices that differ by rounding between the "
+                                    "cached and the full-prefix forward): compare their rows with care")
+            return GenerationAttributionOut(model=name, prompt=req.prompt,
+                                            kind="encoder-decoder" if seq2seq else "causal", results=results,
+                                            failed_checks=[m for m, res in results.items() if res.failed_steps],
+                                            warnings=list(dict.fromkeys(warnings)))
 
         return await state.run(work)
 
