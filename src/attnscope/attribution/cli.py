@@ -488,7 +488,7 @@ def attribute_generation(
     model: str = typer.Option("smollm2", "--model", "-m", help=MODEL_HELP),
     max_new_tokens: int = typer.Option(8, "--max-new-tokens", "-n", help="Tokens to generate greedily (1..256)."),
     method: str = typer.Option("grad_x_input", help="grad_x_input or attnlrp (with the KV cache), or "
-                               "integrated_gradients (full prefix per step; also for encoder-decoders)."),
+                               "integrated_gradients (full prefix per step); all three for encoder-decoders too."),
     ig_steps: int = typer.Option(32, help="Integrated-gradients steps per generated token."),
     out: Path = typer.Option(Path("attnscope-generation"), "--out", "-o", help="Output directory (PNG + JSON)."),
     threads: ThreadsOption = None,
@@ -515,7 +515,8 @@ def attribute_generation(
             lm = load_model(model)
     with status(f"generating and attributing {max_new_tokens} tokens ({method})", quiet=quiet):
         if getattr(lm.config, "is_encoder_decoder", False):
-            r = seq2seq_attribution(lm, prompt, max_new_tokens, method, allow_random_head=allow_random_head)
+            r = seq2seq_attribution(lm, prompt, max_new_tokens, method, ig_steps=ig_steps,
+                                    allow_random_head=allow_random_head)
         else:
             r = generation_attribution(lm, prompt, max_new_tokens, method, ig_steps=ig_steps,
                                        allow_random_head=allow_random_head)
