@@ -203,7 +203,8 @@ def _cached_steps(lm: LoadedModel, ids: torch.Tensor, n: int, eos: set[int], met
                 rel, check = account(meter, logits[t], retain_graph=True)
                 rows.append(torch.cat([r.sum(-1) for r in rel]))
                 checks.append({"check": "conservation", "ok": check.ok, "residual": check.residual,
-                               "input_share": check.input_share, "warning": check.warning()})
+                               "input_share": check.input_share, "absorbed": check.absorbed,
+                               "warning": check.warning()})
             else:
                 rows.append(_row(leaves, torch.autograd.grad(logits[t], leaves, retain_graph=True)))
                 checks.append({})
