@@ -424,5 +424,9 @@ def test_attnlrp_seq2seq_conserves(tiny, bert_tokenizer, family):
     assert c.input_relevance + sum(c.absorbed.values()) == pytest.approx(float(logits[t]), rel=1e-4, abs=1e-5)
     if family == "marian":
         assert abs(c.absorbed["bias"]) > 1e-3 * abs(float(logits[t]))
+        from attnscope.errors import InputError
+
+        with pytest.raises(InputError, match="seq2seq_attribution"):  # the single-text API says where to go
+            attnlrp_attribution(lm, "the cat sat on the mat")
     else:
         assert c.absorbed["position_bias"] != 0 and c.absorbed["bias"] == 0

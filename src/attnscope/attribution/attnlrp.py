@@ -408,6 +408,9 @@ def attnlrp_attribution(lm: LoadedModel, text: str, *, target: int | str | None 
     from .gradients import target_label
     from .interventions import encode
 
+    if getattr(lm.config, "is_encoder_decoder", False):
+        raise InputError(f"{lm.name} is an encoder-decoder: use seq2seq_attribution(lm, source, method='attnlrp') "
+                         "(each generated token) or attnlrp.seq2seq_relevance(lm, inputs) (a teacher-forced target)")
     warnings = require_trained_head(lm, "AttnLRP", allow_random_head)
     inputs, tokens = encode(lm, text)
     rel, logits, t, check = relevance(lm, inputs, target, position)
