@@ -101,7 +101,8 @@ def model_view(trace, stream: str, size: int = THUMB_SIZE, stats: bool = True,
     Each layer's maps are read once as float32 (the trace holds float16 by default), so statistics and
     thumbnails share that read; the thumbnails are the same as :func:`downsample_max` of those maps.
     """
-    w = trace.weights(stream, dtype=torch.float16)  # (L, H, Nq, Nk): no copy for a float16 trace
+    held = getattr(trace._weights.get(stream), "dtype", torch.float16)  # float16 unless captured otherwise
+    w = trace.weights(stream, dtype=held)  # (L, H, Nq, Nk): the trace's own values, no copy
     nq, nk = w.shape[-2:]
     out: dict[str, list] = {k: [] for k in ("entropy", "normalized_entropy", "max", "first_token_mass",
                                             "mean_distance")} if stats else {}
@@ -111,12 +112,11 @@ def model_view(trace, stream: str, size: int = THUMB_SIZE, stats: bool = True,
         qoff = int(trace.meta.get("query_offsets", {}).get(stream, 0))
         dist = (torch.arange(nq)[:, None] + qoff - torch.arange(nk)[None, :]).abs().float()  # (Nq, Nk)
         log_allowed = torch.log(n_allowed).clamp(min=1e-9)  # (Nq,)
-        tiny = torch.finfo(torch.float32).tiny
     pooled = []
     for li in range(w.shape[0]):
         p = w[li].float()  # (H, Nq, Nk)
         if stats:
-            ent = -(p * p.clamp_min(tiny).log()).sum(-1)  # (H, Nq): p log p with 0 log 0 = 0 (as xlogy)
+            ent = -_plogp_sum(w[li], p)  # (H, Nq)
             out["entropy"].append(ent.mean(-1).tolist())
             out["normalized_entropy"].append((ent / log_allowed).mean(-1).tolist())
             out["max"].append(p.amax(-1).mean(-1).tolist())
@@ -125,6 +125,22 @@ def model_view(trace, stream: str, size: int = THUMB_SIZE, stats: bool = True,
         if thumbs:
             pooled.append(quantize_u8(_pool_max(p, size)))
     return out, (np.stack(pooled) if thumbs else None)  # (L, H, sq, sk)
+
+
+_PLOGP: list[np.ndarray] = []
+
+
+def _plogp_sum(held: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Σ_k p log p over the last axis (0 log 0 = 0), float32. A float16 map has at most 65,536 distinct values:
+    p log p is looked up by the value's bit pattern (the same float32 numbers as ``xlogy(p, p)``, ~5x faster
+    than taking 18.9M logarithms at 512 tokens); other dtypes take ``xlogy``."""
+    if held.dtype != torch.float16:
+        return torch.special.xlogy(p, p).sum(-1)
+    if not _PLOGP:
+        v = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.float16).float()  # every float16
+        _PLOGP.append(torch.special.xlogy(v, v).nan_to_num(0.0).numpy())  # (65536,): negatives/NaN never occur
+    bits = held.contiguous().view(torch.int16).numpy().view(np.uint16)  # (..., Nk)
+    return torch.from_numpy(np.take(_PLOGP[0], bits).sum(-1))
 
 
 def _pool_max(p: torch.Tensor, size: int) -> np.ndarray:
