@@ -245,8 +245,8 @@ def test_seq2seq_attnlrp_with_cache_equals_fresh_and_conserves(tiny, family):
     src = {k: v for k, v in lm.tokenizer(text, return_tensors="pt").items() if k != "token_type_ids"}
     start = lm.model.config.decoder_start_token_id
     for i, t in enumerate(r.generated_ids):
-        s, g, _, _, check = seq2seq_relevance(lm, {**src, "decoder_input_ids": torch.tensor([[start] + r.generated_ids[:i]])},
-                                              target=t)
+        prefix = torch.tensor([[start] + r.generated_ids[:i]])  # (1, i + 1)
+        s, g, _, _, check = seq2seq_relevance(lm, {**src, "decoder_input_ids": prefix}, target=t)
         np.testing.assert_allclose(r.source_scores[i], s.sum(-1).numpy(), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(r.scores[i, :i + 1], g.sum(-1).numpy(), rtol=1e-4, atol=1e-6)
         assert check.ok and r.checks[i]["check"] == "conservation" and r.checks[i]["ok"]
