@@ -230,6 +230,8 @@ def test_gru_seq2seq_integrated_gradients_flag_a_failed_check():
     assert any("INTEGRATED GRADIENTS DID NOT CONVERGE" in w for w in r.warnings)
     with pytest.raises(InputError, match="out of range"):
         seq2seq_attribution(model, [4, 12, 2], 2, "integrated_gradients")
+    with pytest.raises(InputError, match="no rules for the GRU"):
+        seq2seq_attribution(model, [4, 5, 2], 2, "attnlrp")
 
 
 @pytest.mark.parametrize("family", ["marian", "t5"])
