@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..analysis._common import token_labels
+from ..trace import STREAM_SEQUENCES
 
 MAGIC = b"ATSC"
 DTYPES = {"uint8": np.uint8, "float16": np.float16, "float32": np.float32, "int32": np.int32}
@@ -123,7 +124,7 @@ def model_view(trace, stream: str, size: int = THUMB_SIZE, stats: bool = True,
             out["first_token_mass"].append(p[..., 0].mean(-1).tolist())
             out["mean_distance"].append((p * dist).sum(-1).mean(-1).tolist())
         if thumbs:
-            pooled.append(quantize_u8(_pool_max(p, size)))
+            pooled.append(quantize_u8(_pool_max(w[li], p, size)))
     return out, (np.stack(pooled) if thumbs else None)  # (L, H, sq, sk)
 
 
@@ -143,14 +144,21 @@ def _plogp_sum(held: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.take(_PLOGP[0], bits).sum(-1))
 
 
-def _pool_max(p: torch.Tensor, size: int) -> np.ndarray:
-    """:func:`downsample_max` of (H, Nq, Nk); torch's max-pool when every bin has the same width."""
-    nq, nk = p.shape[-2:]
-    kq = nq // size if nq > size and nq % size == 0 else 1 if nq <= size else 0
-    kk = nk // size if nk > size and nk % size == 0 else 1 if nk <= size else 0
-    if kq and kk:  # equal bins: the same cells as downsample_max's
-        return torch.nn.functional.max_pool2d(p.unsqueeze(1), (kq, kk)).squeeze(1).numpy()  # (H, sq, sk)
-    return downsample_max(p.numpy(), size)
+def _pool_max(held: torch.Tensor, p: torch.Tensor, size: int) -> np.ndarray:
+    """:func:`downsample_max` of one layer's maps (H, Nq, Nk) (``held``: as the trace holds them, ``p``: float32).
+
+    When every bin has the same width, a max over reshaped axes; a float16 map is pooled on its bit patterns
+    (non-negative float16 numbers order as their 16-bit integers), the same maxima 10x faster."""
+    h, nq, nk = p.shape
+    if not ((nq <= size or nq % size == 0) and (nk <= size or nk % size == 0)):
+        return downsample_max(p.numpy(), size)
+    half = held.dtype == torch.float16
+    x = held.contiguous().view(torch.int16) if half else p  # (H, Nq, Nk)
+    if nq > size:
+        x = x.reshape(h, size, nq // size, nk).amax(2)  # (H, sq, Nk)
+    if nk > size:
+        x = x.reshape(h, x.shape[1], size, nk // size).amax(3)  # (H, sq, sk)
+    return (x.contiguous().view(torch.float16).float() if half else x).numpy()
 
 
 def trace_summary(trace, trace_id: str = "", extra: dict[str, Any] | None = None,
@@ -166,7 +174,9 @@ def trace_summary(trace, trace_id: str = "", extra: dict[str, Any] | None = None
         streams[s] = {
             "layers": trace.layers[s], "heads": trace.heads[s],
             # cross rows are labelled with the token each decoder step predicts, as in every figure
-            "query_tokens": token_labels(trace, s, "query"), "key_tokens": token_labels(trace, s, "key"),
+            "query_tokens": (ql := token_labels(trace, s, "query")),
+            "key_tokens": ql if s != "cross" and STREAM_SEQUENCES[s][0] == STREAM_SEQUENCES[s][1]
+            else token_labels(trace, s, "key"),  # a self stream's keys are its queries: labelled once
             "query_offsets": [list(o) for o in q.offsets], "key_offsets": [list(o) for o in k.offsets],
             "query_special": q.special, "key_special": k.special,
             "causal": bool(trace.meta.get("causal", {}).get(s, False)),
