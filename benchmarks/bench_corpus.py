@@ -1,7 +1,7 @@
 """Corpus statistics throughput vs the plain SDPA forward (MiniLM; tweets and BBC articles).
 
     python benchmarks/bench_corpus.py [--tweets 256] [--bbc 48] [--threads 2] [--repeats 3]
-                                      [--methods sdpa,eager,loop,attnscope]
+                                      [--methods sdpa,eager,loop,attnscope,attnscope-turns]
 
 Methods, all over the same texts and (except the per-text loop) the same length-bucketed batches:
   sdpa      plain SDPA forward, no attention recorded (the limit)
@@ -9,6 +9,9 @@ Methods, all over the same texts and (except the per-text loop) the same length-
             (the same statistics as attnscope's: the default, all but Gini)
   loop      the straightforward way: eager, one text at a time, statistics in numpy
   attnscope corpus kernel (HeadStatsComputer: fast path, stats mode), what `attnscope corpus` runs
+  attnscope-turns  the same with torch's thread team and the kernel's row pool taking turns on every
+            block of scores (the thread model before each pool thread took whole blocks; as
+            capture/fused.py runs where torch's backend is not OpenMP)
 Every number is a ratio to `sdpa` measured in the same run: the median of `--repeats` rounds; within a
 round the methods alternate batch by batch (each method's time is the sum over the batches).
 """
@@ -20,6 +23,7 @@ import json
 import os
 import statistics
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -85,7 +89,15 @@ def run_attnscope(lm, comp, enc, batches):
         comp.compute([enc[i] for i in b])
 
 
-METHODS = {"sdpa": run_sdpa, "eager": run_eager, "loop": run_loop, "attnscope": run_attnscope}
+def run_attnscope_turns(lm, comp, enc, batches):
+    from attnscope.capture import fused
+
+    with mock.patch.object(fused, "run_on_pool", lambda work, tasks: False):
+        run_attnscope(lm, comp, enc, batches)
+
+
+METHODS = {"sdpa": run_sdpa, "eager": run_eager, "loop": run_loop, "attnscope": run_attnscope,
+           "attnscope-turns": run_attnscope_turns}
 
 
 def bench(lm, texts, batch_size, max_batch_tokens, truncate, repeats, methods=METHODS):
@@ -120,7 +132,7 @@ def main() -> None:
     ap.add_argument("--bbc", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--methods", default=",".join(METHODS), help="which of sdpa,eager,loop,attnscope (sdpa always)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="which of sdpa,eager,loop,attnscope,attnscope-turns (sdpa always)")
     args = ap.parse_args()
     methods = {m: METHODS[m] for m in METHODS if m == "sdpa" or m in args.methods.split(",")}
     torch.set_num_threads(args.threads)

@@ -11,7 +11,10 @@ Methods, all on the same random q, k, v, medians of interleaved rounds:
   recompute      SDPA for the output + attnscope's general path for the statistics (interface._record:
                  query blocks of scores, torch.softmax, row_statistics_from_scores): statistics mode before
                  the fused path, and still the path of sites it cannot fuse
-  fused          capture/fused.stats_attention: bmm, the compiled row kernel, bmm (the default)
+  fused          capture/fused.stats_attention: bmm, the compiled row kernel, bmm (the default; with
+                 several threads each pool thread runs whole blocks, single-threaded in torch)
+  fused[turns]   the same with torch's thread team (each bmm) and the kernel's row pool taking turns
+                 on every block: the thread model before the pool threads took whole blocks
   fused[ARCH]    the same with the kernel built for -march=ARCH (none: no -march flag), with --archs;
                  compares a portable build with the -march=native default
   lse            capture/lse_stats.lse_attention: one attention call that returns lse (value [V|K|j|e0]),
@@ -32,6 +35,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -87,7 +91,13 @@ def main() -> None:
     def lse_route(names=STREAMING_STATS):
         lse_stats.lse_attention(q, k, v, mask, scale, causal, 0, 0, names)
 
+    def fused_turns():
+        with mock.patch.object(fused, "run_on_pool", lambda work, tasks: False):
+            fused_stats()
+
     methods = {"sdpa": sdpa, "recompute": recompute, "fused": fused_stats}
+    if args.threads > 1:
+        methods["fused[turns]"] = fused_turns
     if not args.no_lse:
         methods.update({"lse": lse_route, "fused[lse-set]": lambda: fused_stats(lse_set),
                         "lse[lse-set]": lambda: lse_route(lse_set)})

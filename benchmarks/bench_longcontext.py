@@ -8,6 +8,8 @@ before it. Cases:
   plain      SDPA forward (use_cache=False), the limit
   stats_topk capture(mode=["stats","topk"], layers=LAYERS) (all 9 heads of those layers)
   stats_all  capture(mode="stats") of every layer and head
+  stats_all_turns  the same with torch's thread team and the kernel's row pool taking turns on every
+             block (the thread model before each pool thread took whole blocks)
   full_head  capture(mode="full", layers=[L], heads=[H]): one full (N x N) head
   pooled     pooled_overview(layers=LAYERS, grid=64): 64 x 64 max/mean tiles per head
 """
@@ -19,6 +21,7 @@ import json
 import subprocess
 import sys
 import time
+from unittest import mock
 
 
 def _text(n_tokens: int, lm) -> str:
@@ -66,6 +69,11 @@ def _case(name: str, n_tokens: int, layers: list[int], threads: int) -> dict:
         capture(lm, text, mode=["stats", "topk"], layers=layers)
     elif name == "stats_all":
         capture(lm, text, mode="stats")
+    elif name == "stats_all_turns":
+        from attnscope.capture import fused
+
+        with mock.patch.object(fused, "run_on_pool", lambda work, tasks: False):
+            capture(lm, text, mode="stats")
     elif name == "full_head":
         capture(lm, text, mode="full", layers=[layers[-1]], heads=[0])
     elif name == "pooled":

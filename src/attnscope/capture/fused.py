@@ -155,8 +155,10 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         else:
             out[ps, qs] = torch.bmm(scores, v[ps, :kl], out=scratch.get("fused_out", (g, bq, dv)))
 
-    blocks = _blocks(pairs, nq, nk, budget)
-    workers = min(torch.get_num_threads(), len(blocks))
+    threads = torch.get_num_threads()
+    # at least one block per thread when the whole call is smaller than `threads` blocks
+    blocks = _blocks(pairs, nq, nk, max(nk, min(budget, -(-pairs * nq * nk // threads))))
+    workers = min(threads, len(blocks))
     next_block = itertools.count()  # shared by the pool threads; next() is atomic under the GIL
 
     def work() -> None:  # a pool thread: whole blocks, one after another, until none is left
