@@ -5,7 +5,9 @@ Starts `attnscope serve` in a subprocess on 127.0.0.1 and opens the explorer wit
 
 * ``tti``: types a 512-token text, presses Analyze and waits until the model view (6 layers x 12 heads) is
   drawn and the page is idle. Then opens one head's full 512x512 heatmap, the head view and the rollout.
-  Bytes are the response bodies the page received (Resource Timing encodedBodySize).
+  Bytes are the response bodies the page received (Resource Timing encodedBodySize). Each row also has the
+  server's own timings of the first answer (capture, summary) and the CPU seconds the server process spent
+  until the view was interactive (utime + stime from /proc: less sensitive to other load than wall time).
 * ``hover``: on that 512-token page, the time from a mousemove (model view, heatmap, head-view query and
   key) or a selection (a row of the statistics table, an arrow key) to the next painted frame, in the page.
 * ``live``: "live" ticked, a MiniLM text typed word by word up to 64 tokens; for each word, the time from
@@ -86,6 +88,18 @@ def start_server(threads: int, extra: list[str]):
         except OSError:
             time.sleep(0.2)
     return server, url
+
+
+SERVER_PID: list[int] = []
+
+
+def server_cpu_s() -> float:
+    """CPU seconds (user + system) the server process has used so far (Linux /proc), or nan elsewhere."""
+    try:
+        fields = open(f"/proc/{SERVER_PID[0]}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def bench_hover(page) -> dict:
@@ -210,6 +224,7 @@ def main() -> None:
 
     results: dict = {"threads": a.threads}
     server, url = start_server(a.threads, ["--max-text-chars", "200000", "--timeout", "1800"])
+    SERVER_PID.append(server.pid)
     print("server up:", url, flush=True)
     try:
         with sync_playwright() as p:
@@ -244,11 +259,14 @@ def bench_tti(browser, url: str, a, hover: bool, tti: bool) -> dict:
         page.wait_for_selector("#model option", state="attached")
         page.fill("#text", text)
         page.evaluate("performance.clearResourceTimings(); performance.setResourceTimingBufferSize(1000)")
+        c0 = server_cpu_s()
         t0 = time.perf_counter()
         page.click("#analyze")
         page.wait_for_selector("#app[data-state=ready][data-view=model] #model-view", timeout=120_000)
         page.evaluate(FRAME)
         tti_s = time.perf_counter() - t0
+        cpu_s = server_cpu_s() - c0
+        timing = page.evaluate("document.querySelector('#app').attnscope.s.timing || {}")
         if hover and i == 0:
             out["hover"] = bench_hover(page)
             print("hover:", json.dumps(out["hover"]), flush=True)
@@ -276,13 +294,16 @@ def bench_tti(browser, url: str, a, hover: bool, tti: bool) -> dict:
         res = page.evaluate("() => performance.getEntriesByType('resource').map(e => e.encodedBodySize)")
         n_tok = page.evaluate("document.querySelector('#app').attnscope.nTokens()")
         rows.append({"run": i, "cached": i == len(texts), "tokens": n_tok, "tti_s": round(tti_s, 3),
-                     "trace_request_s": round(trace_ms / 1000, 3), "model_view_bytes": model_view_bytes,
+                     "trace_request_s": round(trace_ms / 1000, 3), "server_capture_s": timing.get("capture_s"),
+                     "server_summary_s": timing.get("summary_s"), "server_cpu_to_tti_s": round(cpu_s, 3),
+                     "model_view_bytes": model_view_bytes,
                      "heatmap_s": round(heatmap_s, 3), "head_view_s": round(head_s, 3),
                      "rollout_s": round(rollout_s, 3), "total_bytes": sum(res)})
         print(json.dumps(rows[-1]), flush=True)
         page.close()
     cold = [r for r in rows if not r["cached"]]
-    summary = {k: statistics.median(r[k] for r in cold) for k in ("tti_s", "trace_request_s", "model_view_bytes",
+    summary = {k: statistics.median(r[k] for r in cold) for k in ("tti_s", "trace_request_s", "server_cpu_to_tti_s",
+                                                                     "model_view_bytes",
                                                                      "heatmap_s", "head_view_s", "rollout_s",
                                                                      "total_bytes")}
     summary["cached_tti_s"] = rows[-1]["tti_s"]
