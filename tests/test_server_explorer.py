@@ -179,6 +179,7 @@ def test_upload_refuses_what_is_not_a_trace(client, tmp_path):
     assert "not an attnscope trace" in e["message"] and str(tmp_path) not in e["message"]
     assert "upload.safetensors" not in e["message"] and "\n" not in e["message"]
     err(client.post("/v1/traces/upload", content=b""), 400)
+    err(client.post("/v1/traces/upload", content=b"\0" * (ServerConfig().max_body_bytes + 1)), 413)  # bounded
 
 
 def test_compare_says_what_cannot_be_compared(client, tiny, tmp_path):
