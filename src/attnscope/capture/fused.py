@@ -155,10 +155,9 @@ def stats_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         else:
             out[ps, qs] = torch.bmm(scores, v[ps, :kl], out=scratch.get("fused_out", (g, bq, dv)))
 
-    threads = torch.get_num_threads()
-    # at least one block per thread when the whole call is smaller than `threads` blocks
-    blocks = _blocks(pairs, nq, nk, max(nk, min(budget, -(-pairs * nq * nk // threads))))
-    workers = min(threads, len(blocks))
+    blocks = _blocks(pairs, nq, nk, budget)
+    # a call of one block (short inputs) keeps torch's team and the row pool: measured faster there
+    workers = min(torch.get_num_threads(), len(blocks))
     next_block = itertools.count()  # shared by the pool threads; next() is atomic under the GIL
 
     def work() -> None:  # a pool thread: whole blocks, one after another, until none is left
