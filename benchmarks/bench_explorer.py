@@ -44,7 +44,7 @@ def text_of_tokens(n_tokens: int, seed: int, model: str = "minilm") -> str:
     tok = load_model(model).tokenizer
     rng = random.Random(seed)
     words = [rng.choice(WORDS) for _ in range(n_tokens)]
-    while len(tok(" ".join(words))["input_ids"]) > n_tokens:
+    while len(tok(" ".join(words), verbose=False)["input_ids"]) > n_tokens:
         words.pop()
     return " ".join(words)
 

@@ -127,6 +127,8 @@ class FullRecorder(Recorder):
         positions; keys a row never saw (later tokens, or ones a sliding-window cache dropped) are 0."""
         blocks = self.blocks[site]
         nk = max(self.key_lengths[site])
+        if all(off == 0 and b.shape[-1] == nk for off, b in blocks):  # every block spans all keys: no padding
+            return blocks[0][1] if len(blocks) == 1 else torch.cat([b for _, b in blocks], dim=2)
         padded = [torch.nn.functional.pad(b, (off, nk - off - b.shape[-1])) for off, b in blocks]
         return torch.cat(padded, dim=2)  # (B, h, Nq, Nk)
 
