@@ -174,6 +174,28 @@ def generation_attribution(lm: LoadedModel, prompt: str, max_new_tokens: int = 8
         meta={"prompt": prompt, "kv_cache": method != "integrated_gradients", "max_new_tokens": max_new_tokens})
 
 
+
+def _ig_seq2seq_step(f, x: torch.Tensor, xb: torch.Tensor, target: int, step: int, n_source: int, ig_steps: int,
+             ig_max_steps: int | None, src_rows: list, rows: list, logits_out: list, checks: list,
+             warnings: list) -> None:
+    """One generated token of an encoder-decoder: integrated gradients of its logit over the source and
+    target-prefix embeddings x (1, S + i + 1, D) from xb, split into source and target rows, with the
+    completeness check (a failed step is named in ``warnings``)."""
+    from .captum_methods import integrated_gradients
+
+    with torch.no_grad():
+        logits = f(x)[0]  # (V,)
+    attr, check = integrated_gradients(f, x, xb, target, n_steps=ig_steps,
+                                       max_steps=8 * ig_steps if ig_max_steps is None else ig_max_steps)
+    r = attr.sum(-1)[0].double()  # (S + i + 1,)
+    src_rows.append(r[:n_source])
+    rows.append(r[n_source:])
+    logits_out.append(_step_out(logits)[1])
+    checks.append({"check": "completeness", "ok": check.ok, "delta": check.delta,
+                   "relative_error": check.relative_error, "warning": check.warning()})
+    if check.warning():
+        warnings.append(f"step {step}: {check.warning()}")
+
 def _step_out(logits: torch.Tensor) -> tuple[int, tuple[float, float]]:
     t = int(logits.argmax())
     p = torch.softmax(logits.detach().double(), -1)[t]
@@ -361,7 +383,7 @@ def _hf_seq2seq_steps(lm: LoadedModel, source: str, n: int, stop_at_eos: bool, w
 def _hf_seq2seq_ig(lm: LoadedModel, source: str, src: torch.Tensor, mask, start: int, n: int, eos: set[int],
                    warnings: list[str], ig_steps: int, ig_max_steps: int | None) -> GenerationAttribution:
     """Integrated gradients per step over [source embeddings; target-prefix embeddings] (one path)."""
-    from .captum_methods import baseline_token_id, integrated_gradients
+    from .captum_methods import baseline_token_id
 
     encoder, decoder = lm.model.get_encoder(), lm.model.get_decoder()
     modules = list({id(m): m for m in (encoder.embed_tokens, decoder.embed_tokens)}.values())
@@ -405,17 +427,7 @@ def _hf_seq2seq_ig(lm: LoadedModel, source: str, src: torch.Tensor, mask, start:
         with torch.no_grad():
             x = torch.cat([encoder.embed_tokens(src), decoder.embed_tokens(prefix)], 1)  # (1, S + i + 1, D)
             xb = torch.cat([encoder.embed_tokens(src_base), decoder.embed_tokens(prefix_base)], 1)
-            logits = f(x)[0]
-        attr, check = integrated_gradients(f, x, xb, t, n_steps=ig_steps,
-                                           max_steps=8 * ig_steps if ig_max_steps is None else ig_max_steps)
-        r = attr.sum(-1)[0].double()  # (S + i + 1,)
-        src_rows.append(r[:S])
-        rows.append(r[S:])
-        logits_out.append(_step_out(logits)[1])
-        checks.append({"check": "completeness", "ok": check.ok, "delta": check.delta,
-                       "relative_error": check.relative_error, "warning": check.warning()})
-        if check.warning():
-            warnings.append(f"step {i}: {check.warning()}")
+        _ig_seq2seq_step(f, x, xb, t, i, S, ig_steps, ig_max_steps, src_rows, rows, logits_out, checks, warnings)
     return GenerationAttribution(
         model=lm.name, method="integrated_gradients", prompt_tokens=_labels(lm.tokenizer, [start]),
         generated_tokens=_labels(lm.tokenizer, gen), generated_ids=gen, scores=_assemble(rows, 1),
@@ -485,7 +497,6 @@ def _gru_ig(model, source: list[int], n: int, source_labels, target_vocab, stop_
     and the generated prefix, replaced by ``<pad>``, whose embedding is zero; ``<s>`` starting the target kept),
     the function being the teacher-forced logit of the step's greedy token; checked for completeness."""
     from ..seq2seq.data import BOS_ID, EOS_ID, PAD_ID
-    from .captum_methods import integrated_gradients
 
     src = _gru_source(model, source)  # (1, S)
     S = src.shape[1]
@@ -527,16 +538,6 @@ def _gru_ig(model, source: list[int], n: int, source_labels, target_vocab, stop_
         with torch.no_grad():
             x = torch.cat([model.encoder.embed(src), model.decoder.embed(prefix)], 1)  # (1, S + i + 1, E)
             xb = torch.cat([model.encoder.embed(src_base), model.decoder.embed(prefix_base)], 1)
-            logits = f(x)[0]  # (V,)
-        attr, check = integrated_gradients(f, x, xb, t, n_steps=ig_steps,
-                                           max_steps=8 * ig_steps if ig_max_steps is None else ig_max_steps)
-        r = attr.sum(-1)[0].double()  # (S + i + 1,)
-        src_rows.append(r[:S])
-        rows.append(r[S:])
-        logits_out.append(_step_out(logits)[1])
-        checks.append({"check": "completeness", "ok": check.ok, "delta": check.delta,
-                       "relative_error": check.relative_error, "warning": check.warning()})
-        if check.warning():
-            warnings.append(f"step {i}: {check.warning()}")
+        _ig_seq2seq_step(f, x, xb, t, i, S, ig_steps, ig_max_steps, src_rows, rows, logits_out, checks, warnings)
     return _gru_result(model, "integrated_gradients", source, gen, rows, src_rows, logits_out, checks, source_labels,
                        target_vocab, warnings, {"kv_cache": False, "recurrent_state": False, "max_new_tokens": n})
