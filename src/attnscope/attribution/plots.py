@@ -227,7 +227,8 @@ def plot_benchmark_curves(result, path) -> Path:
     fig, axes = subplots(2, 2, figsize=(10, 7.2), layout="constrained")
     names = [m for m in result.methods if m in result.curves["deletion"]]
     cmap = __import__("matplotlib").colormaps["tab20"]
-    colors = {m: ("#777777" if m == "random" else "black" if m == "attention" else cmap(i % 20))
+    palette = [cmap(i) for i in range(20) if i not in (14, 15)]  # tab20's greys are the random floor's
+    colors = {m: ("#777777" if m == "random" else "black" if m == "attention" else palette[i % len(palette)])
               for i, m in enumerate(names)}
     flagged = {s["method"] for s in result.summary if s.get("flagged")}
     fr = np.asarray(result.meta.get("eraser_fractions", []), float)
