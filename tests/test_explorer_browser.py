@@ -473,6 +473,97 @@ def test_explain_panel_flags_a_method_that_failed_its_check(page, server, tmp_pa
     shot(page, tmp_path, "explorer-explain-checks", full_page=True)
 
 
+def _generation_cells(page, method):
+    """(row header texts, cell texts, cell backgrounds, cell classes) of one method's generation table."""
+    sel = f"section.generation[data-method='{method}'] table tbody tr"
+    rows = page.eval_on_selector_all(sel, """rs => rs.map(r => [r.querySelector('th').textContent,
+        [...r.querySelectorAll('td')].map(d => [d.textContent, d.style.background, d.className])])""")
+    return rows
+
+
+def test_generation_attribution_panel(page, server, tmp_path):
+    """The explain view's generation panel shows, per method, the server's generated tokens x context scores
+    cell for cell (nulls grey, not coloured), its note, and its check."""
+    analyze(page, server, "the cat sat on the mat", model="tiny-llama")
+    page.click("[data-view=explain]")
+    page.wait_for_selector("[aria-label='generation attribution methods'] input", state="attached")
+    methods = page.eval_on_selector_all("[aria-label='generation attribution methods'] input", "x => x.map(e => e.value)")
+    spec = page.request.get(server + "/openapi.json").json()["components"]["schemas"]["GenerationAttributionRequest"]
+    assert methods == spec["properties"]["methods"]["items"]["enum"]  # listed from the REST API
+    page.check("[aria-label='generation attribution methods'] input[value=attnlrp]")
+    page.fill("#generation-n", "4")
+    page.click("#generation-random")
+    with page.expect_response(lambda r: r.url.endswith("/v1/attribute-generation")) as resp:
+        page.click("#run-generation")
+    page.wait_for_selector("#app[data-panel=done] section.generation", timeout=60_000)
+    res = resp.value.json()
+    assert resp.value.request.post_data_json["max_new_tokens"] == 4
+    assert list(res["results"]) == ["grad_x_input", "attnlrp"]
+    for m, r in res["results"].items():
+        rows = _generation_cells(page, m)
+        assert len(rows) == len(r["generated_tokens"]) >= 1
+        for i, (head, cells) in enumerate(rows):
+            assert head.endswith(r["generated_tokens"][i])
+            assert len(cells) == len(r["context_tokens"])
+            for (text, bg, cls), v in zip(cells, r["scores"][i]):
+                if v is None:
+                    assert (text, bg, cls) == ("", "", "masked")
+                else:
+                    assert float(text) == pytest.approx(v, rel=0.06, abs=0.006) and (bg != "" or v == 0)
+        assert r["note"] in page.inner_text(f"section.generation[data-method='{m}'] .note")
+    assert "conservation check passed" in page.inner_text("section.generation[data-method='attnlrp'] h3")
+    for w in res["warnings"]:
+        assert w in page.inner_text("#generation-out")
+    page.set_viewport_size({"width": 1400, "height": 1500})  # the whole panel in the picture
+    shot(page, tmp_path, "explorer-generation-attribution-tiny", full_page=True)
+
+
+def test_generation_panel_source_columns_and_failed_steps(page, server, tmp_path):
+    """Encoder-decoders get the source's columns first; a generated token that failed its check is flagged
+    and left uncoloured; generated text is shown as text, never HTML."""
+    page.goto(server + "/")
+    page.wait_for_selector("#model option", state="attached")
+    page.select_option("#model", "tiny-marian")
+    page.fill("#text", "the house is small")
+    page.fill("#target", "das haus ist klein")
+    page.click("#analyze")
+    page.wait_for_selector("#model-view", timeout=60_000)
+    page.click("[data-view=explain]")
+    page.wait_for_selector("#run-generation")
+    page.fill("#generation-n", "3")
+    page.click("#generation-random")
+    with page.expect_response(lambda r: r.url.endswith("/v1/attribute-generation")) as resp:
+        page.click("#run-generation")
+    page.wait_for_selector("#app[data-panel=done] section.generation", timeout=60_000)
+    r = resp.value.json()["results"]["grad_x_input"]
+    heads = page.eval_on_selector_all("section.generation thead th", "x => x.map(e => [e.textContent, e.className])")[1:]
+    assert [h for h, c in heads if c == "source"] == r["source_tokens"] and len(r["source_tokens"]) >= 4
+    assert [h for h, c in heads if c == ""] == r["context_tokens"]
+    first = _generation_cells(page, "grad_x_input")[0][1]
+    assert [float(t) for t, _, _ in first[:len(r["source_tokens"])]] == \
+        pytest.approx(r["source_scores"][0], rel=0.06, abs=0.006)
+    staged = {"model": "tiny-marian", "prompt": "x", "kind": "encoder-decoder", "failed_checks": ["integrated_gradients"],
+              "warnings": [], "results": {"integrated_gradients": {
+                  "method": "integrated_gradients", "note": "relative to a baseline", "meta": {}, "warnings": [],
+                  "generated_tokens": ["<img src=x onerror=\"window.__pwned=1\">", "b"], "generated_ids": [5, 6],
+                  "context_tokens": ["<pad>", "<img>"], "scores": [[0.5, None], [0.25, -1.0]],
+                  "source_tokens": ["s"], "source_scores": [[1.0], [2.0]], "target_logits": [1.0, 2.0],
+                  "probabilities": [0.5, 0.6], "failed_steps": [1],
+                  "checks": [{"check": "completeness", "ok": True}, {"check": "completeness", "ok": False}]}}}
+    page.route("**/v1/attribute-generation", lambda route: route.fulfill(
+        status=200, content_type="application/json", body=__import__("json").dumps(staged)))
+    page.click("#run-generation")
+    page.wait_for_selector("#app[data-panel=done] section.generation[data-method=integrated_gradients]", timeout=60_000)
+    h3 = page.inner_text("section.generation h3")
+    assert "1 of 2 generated tokens FAILED the completeness check" in h3 and "not explanations" in h3
+    (h0, ok_row), (h1, bad_row) = _generation_cells(page, "integrated_gradients")
+    assert "<img src=x" in h0 and h1.startswith("⚠")  # text, and the failed row is marked
+    assert all(bg == "" and "failed" in c for _, bg, c in bad_row)  # failed row: no colour, hatched
+    assert ok_row[0][1] != "" and ok_row[2][2] == "masked"
+    assert page.locator("#app img").count() == 0 and page.evaluate("window.__pwned") is None
+    page.unroute("**/v1/attribute-generation")
+
+
 def test_compare_two_saved_traces(page, server, minilm, tiny, tmp_path):
     """Trace B uploaded as a .safetensors file against this view's trace, then two uploaded files; bad files
     and traces of another shape give one line saying what to do; texts from the files are shown as text."""

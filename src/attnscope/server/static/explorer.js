@@ -71,13 +71,16 @@
     }
     models() { return this._json("/v1/models"); }
     analyses() { return this._json("/v1/analyses"); }
-    async explainMethods() {  // the REST API's own list (its OpenAPI document), never a copy in this file
+    /** The methods a request schema accepts: the REST API's own list (its OpenAPI document), never a copy in this file. */
+    async methodsOf(schema) {
       const spec = await this._json("/openapi.json");
-      const p = (((spec.components || {}).schemas || {}).ExplainRequest || {}).properties || {};
+      const p = (((spec.components || {}).schemas || {})[schema] || {}).properties || {};
       let items = (p.methods || {}).items || {};
       if (items.$ref) items = spec.components.schemas[items.$ref.split("/").pop()] || {};
       return items.enum || (p.methods && p.methods.default) || [];
     }
+    explainMethods() { return this.methodsOf("ExplainRequest"); }
+    generationMethods() { return this.methodsOf("GenerationAttributionRequest"); }
     /** The summary of a new trace; with `withOverview`, the model view's thumbnails come in the same binary answer
      * (computed in the same pass as the statistics), so the first view needs one request. */
     async trace(req, signal, withOverview = true) {
@@ -123,6 +126,7 @@
       return { ...header, max: toFloat32(arrays.max.data), mean: toFloat32(arrays.mean.data), shape: arrays.max.shape };
     }
     explain(req) { return this._json("/v1/explain", req); }
+    attributeGeneration(req) { return this._json("/v1/attribute-generation", req); }
     compare(req) { return this._json("/v1/compare", req); }
     async uploadTrace(file) {  // a saved .safetensors trace: the server reads it as a trace only (never unpickled)
       const r = await fetch(this.base + "/v1/traces/upload", { method: "POST", headers: { "Content-Type": "application/octet-stream" }, body: file });
@@ -1064,9 +1068,65 @@
         el("input", { type: "checkbox", value: name, checked: i < 3 || undefined }), name)); };
       if (this.explainMethods) fill(this.explainMethods);
       else this.src.explainMethods().then((ms) => { this.explainMethods = ms; fill(ms); }).catch((e) => out.append(el("p", { class: "status error", text: e.message })));
-      return this.panel("Explain one prediction: token importance by several methods and their agreement",
+      const explain = this.panel("Explain one prediction: token importance by several methods and their agreement",
         el("p", { class: "hint", text: "Methods come from the server (POST /v1/explain). Classifiers and causal language models; the text is the one analysed." }),
         boxes, el("div", { class: "bar-inline" }, el("label", {}, "target", target), el("label", { class: "check" }, random, "allow a randomly initialised head"), btn), out);
+      const kind = (this.models.find((x) => x.name === (this.req.model || "")) || {}).kind;
+      return kind === "causal" || kind === "seq2seq" ? el("div", {}, explain, this.renderGeneration(kind)) : explain;
+    }
+    /** Attribute a greedy generation (POST /v1/attribute-generation): each generated token's logit to the prompt
+     * (the source, for encoder-decoders) and the tokens generated before it. */
+    renderGeneration(kind) {
+      const boxes = el("div", { class: "checks", role: "group", "aria-label": "generation attribution methods" });
+      const out = el("div", { id: "generation-out" });
+      const n = el("input", { type: "number", id: "generation-n", min: 1, max: 64, value: 6, "aria-label": "tokens to generate" });
+      const random = el("input", { type: "checkbox", id: "generation-random" });
+      const btn = el("button", { type: "button", id: "run-generation", text: "Generate and attribute", on: { click: () => this.runInto(out, async () => {
+        const methods = [...boxes.querySelectorAll("input:checked")].map((x) => x.value);
+        if (!methods.length) throw new Error("Tick at least one method.");
+        const k = Math.round(+n.value);
+        if (!(k >= 1 && k <= 64)) throw new Error("Tokens to generate: give a whole number from 1 to 64.");
+        const res = await this.src.attributeGeneration({ prompt: this.req.text, model: this.req.model, methods, max_new_tokens: k,
+          allow_random_head: random.checked || undefined });
+        return this.generationResult(res);
+      }) } });
+      const fill = (methods) => { for (const [i, name] of methods.entries()) boxes.append(el("label", { class: "check" },
+        el("input", { type: "checkbox", value: name, checked: i === 0 || undefined }), name)); };
+      if (this.generationMethods) fill(this.generationMethods);
+      else this.src.generationMethods().then((ms) => { this.generationMethods = ms; fill(ms); }).catch((e) => out.append(el("p", { class: "status error", text: e.message })));
+      return this.panel("Attribute a generation: each generated token to " + (kind === "seq2seq" ? "the source and the tokens generated before it" : "the prompt and the tokens generated before it"),
+        el("p", { class: "hint", text: "Greedy decoding from the text above (POST /v1/attribute-generation). Rows: generated tokens; columns: what each one's logit is attributed to; colour relative to each row's largest magnitude. Each method runs its own generation." }),
+        boxes, el("div", { class: "bar-inline" }, el("label", {}, "tokens to generate", n), el("label", { class: "check" }, random, "allow a randomly initialised head"), btn), out);
+    }
+    generationResult(res) {
+      const wrap = el("div", {});
+      for (const w of res.warnings || []) wrap.append(el("p", { class: "status error", role: "alert", text: "⚠ " + w }));
+      for (const [m, r] of Object.entries(res.results)) {
+        const failed = new Set(r.failed_steps), sec = el("section", { class: "generation", "data-method": m });
+        const head = el("h3", {}, el("code", { text: m }));
+        if (failed.size) head.append(el("span", { class: "badge fail", role: "alert", text: `⚠ ${failed.size} of ${r.generated_tokens.length} generated tokens FAILED the ${r.checks[[...failed][0]].check} check — those rows are not explanations` }));
+        else { const c = r.checks.find((x) => x && x.check); if (c) head.append(el("span", { class: "badge ok", text: `✓ ${c.check} check passed on every token` })); }
+        sec.append(head, el("p", { class: "note", text: r.note }));
+        const cols = [...r.source_tokens.map((t) => ["source", t]), ...r.context_tokens.map((t) => ["", t])];
+        const tb = el("tbody");
+        r.generated_tokens.forEach((g, i) => {
+          const vals = [...(r.source_scores ? r.source_scores[i] : []), ...r.scores[i]];
+          const lim = Math.max(1e-12, ...vals.filter((v) => v !== null).map(Math.abs)), bad = failed.has(i);
+          const th = el("th", { scope: "row", class: "role" + (bad ? " failed" : ""), title: `p = ${fmt(r.probabilities[i])}, logit ${fmt(r.target_logits[i])}`,
+            text: (bad ? "⚠ " : "") + `${i + 1}. ${g}` });
+          tb.append(el("tr", { class: bad ? "failed" : "" }, th, ...vals.map((v) => {
+            if (v === null) return el("td", { class: "masked", title: "not generated yet" });
+            const td = el("td", { text: fmtSig(v), class: bad ? "failed" : "" });
+            if (!bad) { td.style.background = divColour(v, lim); if (Math.abs(v) > 0.6 * lim) td.style.color = "#fff"; }
+            return td; })));
+        });
+        sec.append(el("div", { class: "scroll-x" }, el("table", { class: "grid generation-scores" },
+          el("caption", { text: `${m}: generated "${r.generated_tokens.join("")}"` }),
+          el("thead", {}, el("tr", {}, el("th", { scope: "col", class: "role", text: "generated ↓ / attributed to →" }),
+            ...cols.map(([side, t]) => el("th", { scope: "col", class: side ? "source" : "", title: side ? "source token" : "", text: t })))), tb)));
+        wrap.append(sec);
+      }
+      return wrap;
     }
     explainResult(res) {
       const wrap = el("div", {});
