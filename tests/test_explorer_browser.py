@@ -493,7 +493,7 @@ def test_generation_attribution_panel(page, server, tmp_path):
     page.check("[aria-label='generation attribution methods'] input[value=attnlrp]")
     page.fill("#generation-n", "4")
     page.click("#generation-random")
-    with page.expect_response(lambda r: r.url.endswith("/v1/attribute-generation")) as resp:
+    with page.expect_response(lambda r: r.url.endswith("/v1/attribute-generation"), timeout=60_000) as resp:
         page.click("#run-generation")
     page.wait_for_selector("#app[data-panel=done] section.generation", timeout=60_000)
     res = resp.value.json()
@@ -529,10 +529,10 @@ def test_generation_panel_source_columns_and_failed_steps(page, server, tmp_path
     page.click("#analyze")
     page.wait_for_selector("#model-view", timeout=60_000)
     page.click("[data-view=explain]")
-    page.wait_for_selector("#run-generation")
+    page.wait_for_selector("[aria-label='generation attribution methods'] input:checked", state="attached")
     page.fill("#generation-n", "3")
     page.click("#generation-random")
-    with page.expect_response(lambda r: r.url.endswith("/v1/attribute-generation")) as resp:
+    with page.expect_response(lambda r: r.url.endswith("/v1/attribute-generation"), timeout=60_000) as resp:
         page.click("#run-generation")
     page.wait_for_selector("#app[data-panel=done] section.generation", timeout=60_000)
     r = resp.value.json()["results"]["grad_x_input"]
