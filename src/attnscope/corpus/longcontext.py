@@ -65,14 +65,24 @@ class _TilePool:
         if self.max is None:
             self.max = torch.zeros(B, h, self.gq, self.gk, dtype=torch.float32)
             self.sum = torch.zeros(B, h, self.gq, self.gk, dtype=torch.float64)
-        p = probs[:, :, keep.to(probs.device)].float()  # (B, h, bq', Nk)
+        p = probs if bool(keep.all()) else probs[:, :, keep.to(probs.device)]  # (B, h, bq', Nk)
+        p = p.float()
         if key_offset:  # keys dropped by a sliding-window cache: their weight is 0
             p = torch.nn.functional.pad(p, (key_offset, 0))  # (B, h, bq', key_offset + Nk)
-        p = p[..., k0:min(k1, p.shape[-1])]  # (B, h, bq', <=k1-k0): keys beyond Nk (growing caches) are 0
-        p = torch.nn.functional.pad(p, (0, self.gk * tk - p.shape[-1]))  # (B, h, bq', Gk*tk)
-        p = p.reshape(B, h, p.shape[2], self.gk, tk)  # (B, h, bq', Gk, tk)
-        row_max = p.amax(-1).cpu()  # (B, h, bq', Gk)
-        row_sum = p.sum(-1, dtype=torch.float64).cpu()  # (B, h, bq', Gk)
+        p = p[..., k0:min(k1, p.shape[-1])]  # (B, h, bq', w <= k1-k0), a view: keys beyond Nk (growing caches) are 0
+        w, bq = p.shape[-1], p.shape[2]
+        full = w // tk  # whole tiles; splitting the unit-stride key axis is a view, so nothing is copied
+        row_max = torch.zeros(B, h, bq, self.gk, dtype=torch.float32, device=p.device)  # (B, h, bq', Gk)
+        row_sum = torch.zeros(B, h, bq, self.gk, dtype=torch.float32, device=p.device)  # (B, h, bq', Gk)
+        if full:
+            tiles = p[..., :full * tk].unflatten(-1, (full, tk))  # (B, h, bq', full, tk)
+            torch.amax(tiles, -1, out=row_max[..., :full])
+            torch.sum(tiles, -1, out=row_sum[..., :full])  # <= tk float32 terms; rows add up in float64 below
+        if full * tk < w:  # the last, partial tile
+            rest = p[..., full * tk:]  # (B, h, bq', w - full*tk)
+            row_max[..., full] = rest.amax(-1)
+            row_sum[..., full] = rest.sum(-1)
+        row_max, row_sum = row_max.cpu(), row_sum.cpu().double()
         idx = ((query_positions[keep.cpu()] - q0) // tq).long()  # (bq',) tile row of each query
         self.max.scatter_reduce_(2, idx[None, None, :, None].expand_as(row_max), row_max, "amax")
         self.sum.index_add_(2, idx, row_sum)
