@@ -12,6 +12,10 @@ before it. Cases:
              block (the thread model before each pool thread took whole blocks)
   full_head  capture(mode="full", layers=[L], heads=[H]): one full (N x N) head
   pooled     pooled_overview(layers=LAYERS, grid=64): 64 x 64 max/mean tiles per head
+  pooled_all pooled_overview(grid=64) of every layer and head (the explorer's long-input overview)
+
+To compare with another version of attnscope, run the same command with PYTHONPATH=<its src>: each case's
+subprocess imports attnscope from there.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ def _case(name: str, n_tokens: int, layers: list[int], threads: int) -> dict:
         capture(lm, text, mode="full", layers=[layers[-1]], heads=[0])
     elif name == "pooled":
         pooled_overview(lm, text, layers=layers, grid=64)
+    elif name == "pooled_all":
+        pooled_overview(lm, text, grid=64)
     dt = time.perf_counter() - t0
     peak = _vm_hwm()
     return {"case": name, "tokens": n, "seconds": round(dt, 2), "extra_gib": round((peak - base) / 2**30, 3),
