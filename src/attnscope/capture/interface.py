@@ -204,7 +204,10 @@ class SiteScores:
             nq = self.shape[2]
             rows = torch.arange(nq, device=scores.device)[q_slice]  # top-left alignment, as SDPA's is_causal
             allowed = (rows[:, None] >= torch.arange(nk, device=scores.device)[None, :])[None, None]  # (1, 1, bq, Nk)
-            scores = scores.masked_fill_(~allowed, masked_value)
+            first, stop = q_slice.indices(nq)[:2]
+            band = slice(min(first + 1, nk), min(stop, nk))  # keys some rows of the block see and others not
+            scores[..., band.stop:].fill_(masked_value)  # keys after the block's last row: masked for every row
+            scores[..., band].masked_fill_(~allowed[..., band], masked_value)  # keys before the band: seen by all
         return scores, allowed
 
 

@@ -71,7 +71,9 @@ class AttentionBlock:
                 probs = self.scratch.get("probs", tuple(self.scores.shape), device=self.scores.device)
                 torch.ops.aten._softmax.out(self.scores, -1, False, out=probs)
             if self.allowed is not None:  # rows with no allowed key: 0, not uniform over masked keys
-                probs = probs.masked_fill_(~self.allowed.any(-1, keepdim=True), 0.0)
+                empty = ~self.allowed.any(-1, keepdim=True)  # (B|1, 1|h, bq, 1)
+                if bool(empty.any()):  # padding rows only: a pass over the whole block otherwise for nothing
+                    probs = probs.masked_fill_(empty, 0.0)
             self._probs = probs
         return self._probs
 
