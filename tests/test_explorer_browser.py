@@ -84,6 +84,14 @@ def analyze(page, url, text, model=None):
     page.wait_for_selector("#app[data-state=ready]", timeout=60_000)
 
 
+def assert_methods_from_the_api(page, url, group, schema):
+    """The checkboxes of the method group are the REST request schema's method list, in its order."""
+    page.wait_for_selector(f"[aria-label='{group}'] input", state="attached")
+    methods = page.eval_on_selector_all(f"[aria-label='{group}'] input", "x => x.map(e => e.value)")
+    spec = page.request.get(url + "/openapi.json").json()["components"]["schemas"][schema]
+    assert methods == spec["properties"]["methods"]["items"]["enum"]
+
+
 def test_type_sentence_switch_layer_and_head(page, server, tmp_path):
     analyze(page, server, "The quick brown fox jumps over the lazy dog because it can.")
     page.wait_for_selector("#model-view")
@@ -359,10 +367,7 @@ def test_neuron_view(page, server, tmp_path):
 def test_explain_ablate_and_analysis_panels(page, server, tmp_path):
     analyze(page, server, "the cat sat on the mat", model="tiny-llama")
     page.click("[data-view=explain]")
-    page.wait_for_selector("[aria-label='attribution methods'] input", state="attached")
-    methods = page.eval_on_selector_all("[aria-label='attribution methods'] input", "x => x.map(e => e.value)")
-    spec = page.request.get(server + "/openapi.json").json()["components"]["schemas"]["ExplainRequest"]
-    assert methods == spec["properties"]["methods"]["items"]["enum"]  # listed from the REST API
+    assert_methods_from_the_api(page, server, "attribution methods", "ExplainRequest")
     page.click("#explain-random")
     with page.expect_response(lambda r: r.url.endswith("/v1/explain")) as resp:
         page.click("#run-explain")
@@ -486,10 +491,7 @@ def test_generation_attribution_panel(page, server, tmp_path):
     cell for cell (nulls grey, not coloured), its note, and its check."""
     analyze(page, server, "the cat sat on the mat", model="tiny-llama")
     page.click("[data-view=explain]")
-    page.wait_for_selector("[aria-label='generation attribution methods'] input", state="attached")
-    methods = page.eval_on_selector_all("[aria-label='generation attribution methods'] input", "x => x.map(e => e.value)")
-    spec = page.request.get(server + "/openapi.json").json()["components"]["schemas"]["GenerationAttributionRequest"]
-    assert methods == spec["properties"]["methods"]["items"]["enum"]  # listed from the REST API
+    assert_methods_from_the_api(page, server, "generation attribution methods", "GenerationAttributionRequest")
     page.check("[aria-label='generation attribution methods'] input[value=attnlrp]")
     page.fill("#generation-n", "4")
     page.click("#generation-random")
