@@ -74,12 +74,14 @@ def painted(page, selector) -> float:
         return n / (d.length / 4); }""")
 
 
-def analyze(page, url, text, model=None):
+def analyze(page, url, text, model=None, target=None):
     page.goto(url + "/")
     page.wait_for_selector("#model option", state="attached")
     if model:
         page.select_option("#model", model)
     page.fill("#text", text)
+    if target is not None:  # encoder-decoders: the decoder's text
+        page.fill("#target", target)
     page.click("#analyze")
     page.wait_for_selector("#app[data-state=ready]", timeout=60_000)
 
@@ -172,13 +174,7 @@ def test_generate_and_step_through_tokens(page, server, tmp_path):
 
 
 def test_encoder_decoder_streams(page, server):
-    page.goto(server + "/")
-    page.wait_for_selector("#model option", state="attached")
-    page.select_option("#model", "tiny-marian")
-    page.fill("#text", "the house is small")
-    page.fill("#target", "das haus ist klein")
-    page.click("#analyze")
-    page.wait_for_selector("#model-view", timeout=60_000)
+    analyze(page, server, "the house is small", model="tiny-marian", target="das haus ist klein")
     assert page.eval_on_selector_all("#stream option", "o => o.map(x => x.value)") == \
         ["encoder_self", "decoder_self", "cross"]
     page.select_option("#stream", "cross")
@@ -523,13 +519,7 @@ def test_generation_attribution_panel(page, server, tmp_path):
 def test_generation_panel_source_columns_and_failed_steps(page, server, tmp_path):
     """Encoder-decoders get the source's columns first; a generated token that failed its check is flagged
     and left uncoloured; generated text is shown as text, never HTML."""
-    page.goto(server + "/")
-    page.wait_for_selector("#model option", state="attached")
-    page.select_option("#model", "tiny-marian")
-    page.fill("#text", "the house is small")
-    page.fill("#target", "das haus ist klein")
-    page.click("#analyze")
-    page.wait_for_selector("#model-view", timeout=60_000)
+    analyze(page, server, "the house is small", model="tiny-marian", target="das haus ist klein")
     page.click("[data-view=explain]")
     page.wait_for_selector("[aria-label='generation attribution methods'] input:checked", state="attached")
     page.fill("#generation-n", "3")
