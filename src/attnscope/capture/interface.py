@@ -184,9 +184,17 @@ class SiteScores:
         """Scores (B, h, bq, Nk) float32 of the query rows ``q_slice``, masked keys set to ``masked_value``
         (an additive float mask is added, then clamped at ``masked_value``), and the allowed-key mask
         (B|1, 1|h, bq, Nk) bool or None. ``out``: a reused (B*h, bq, Nk) buffer for the scores."""
-        B, h, _, nk = self.shape
+        B, h, nq, nk = self.shape
         q = self.q[:, q_slice]  # (B*h, bq, D)
-        scores = torch.bmm(q, self.k_t, out=out).mul_(self.scaling).view(B, h, q.shape[1], nk)  # (B, h, bq, Nk)
+        first, stop = q_slice.indices(nq)[:2]
+        seen = min(stop, nk) if self.causal and self.mask is None else nk  # keys any row of the block sees
+        if seen < nk:  # causal: the keys after the block's last row are masked below, so not multiplied
+            if out is None:
+                out = torch.empty(B * h, q.shape[1], nk, dtype=torch.float32, device=q.device)
+            torch.bmm(q, self.k_t[:, :, :seen], out=out[..., :seen]).mul_(self.scaling)  # a strided view of out
+            scores = out.view(B, h, q.shape[1], nk)  # (B, h, bq, Nk); columns >= seen are filled below
+        else:
+            scores = torch.bmm(q, self.k_t, out=out).mul_(self.scaling).view(B, h, q.shape[1], nk)  # (B, h, bq, Nk)
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
         if self.bias is not None:
@@ -201,11 +209,9 @@ class SiteScores:
                 allowed = m > torch.finfo(m.dtype).min / 2
                 scores = (scores + m.float()).clamp_(min=masked_value)
         elif self.causal:
-            nq = self.shape[2]
             rows = torch.arange(nq, device=scores.device)[q_slice]  # top-left alignment, as SDPA's is_causal
             allowed = (rows[:, None] >= torch.arange(nk, device=scores.device)[None, :])[None, None]  # (1, 1, bq, Nk)
-            first, stop = q_slice.indices(nq)[:2]
-            band = slice(min(first + 1, nk), min(stop, nk))  # keys some rows of the block see and others not
+            band = slice(min(first + 1, nk), seen)  # keys some rows of the block see and others not
             scores[..., band.stop:].fill_(masked_value)  # keys after the block's last row: masked for every row
             scores[..., band].masked_fill_(~allowed[..., band], masked_value)  # keys before the band: seen by all
         return scores, allowed
