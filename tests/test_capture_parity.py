@@ -143,3 +143,27 @@ def test_no_interface_and_no_eager_is_a_clear_error(tiny):
             capture(lm, TEXT)
     finally:
         type(lm.model)._can_set_attn_implementation_cached_value = True
+
+
+@pytest.mark.parametrize("rows", [slice(0, 7), slice(2, 5), slice(6, 7)])
+def test_causal_block_without_mask_equals_hand_softmax_and_its_gradients(rows):
+    """Implicit causal masking, no mask tensor (how SDPA models run unpadded): a block of query rows skips the
+    keys after its last row; probabilities and their gradients equal softmax of q kᵀ masked by hand."""
+    from attnscope.capture.interface import attention_probs_block
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 7, 4, generator=g, requires_grad=True)  # (B, H, N, D)
+    k = torch.randn(1, 2, 7, 4, generator=g, requires_grad=True)
+    w = torch.randn(1, 2, rows.stop - rows.start, 7, generator=g)  # weights of a scalar to differentiate
+    probs, allowed = attention_probs_block(q, k, None, 0.5, True, rows, torch.arange(2))
+    (probs * w).sum().backward()
+    got = (probs.detach(), q.grad.clone(), k.grad.clone())
+    q.grad = k.grad = None
+    scores = (q @ k.transpose(-1, -2)) * 0.5  # (B, H, N, N)
+    keep = torch.ones(7, 7, dtype=torch.bool).tril()
+    ref = torch.softmax(scores.masked_fill(~keep, float("-inf")), -1)[:, :, rows]
+    (ref * w).sum().backward()
+    torch.testing.assert_close(got[0], ref.detach())
+    torch.testing.assert_close(got[1], q.grad)
+    torch.testing.assert_close(got[2], k.grad)
+    assert torch.equal(allowed[0, 0], keep[rows])

@@ -188,13 +188,15 @@ class SiteScores:
         q = self.q[:, q_slice]  # (B*h, bq, D)
         first, stop = q_slice.indices(nq)[:2]
         seen = min(stop, nk) if self.causal and self.mask is None else nk  # keys any row of the block sees
-        if seen < nk:  # causal: the keys after the block's last row are masked below, so not multiplied
-            if out is None:
-                out = torch.empty(B * h, q.shape[1], nk, dtype=torch.float32, device=q.device)
-            torch.bmm(q, self.k_t[:, :, :seen], out=out[..., :seen]).mul_(self.scaling)  # a strided view of out
-            scores = out.view(B, h, q.shape[1], nk)  # (B, h, bq, Nk); columns >= seen are filled below
-        else:
-            scores = torch.bmm(q, self.k_t, out=out).mul_(self.scaling).view(B, h, q.shape[1], nk)  # (B, h, bq, Nk)
+        k_t = self.k_t[:, :, :seen]  # (B*h, D, seen) causal: keys after the block's last row are masked below
+        if out is not None:  # a reused buffer (recording, no autograd): into a strided view of it
+            scores = out
+            torch.bmm(q, k_t, out=out[..., :seen]).mul_(self.scaling)
+        else:  # may need gradients, which out= arguments do not support
+            scores = torch.bmm(q, k_t).mul_(self.scaling)  # (B*h, bq, seen)
+            if seen < nk:
+                scores = torch.nn.functional.pad(scores, (0, nk - seen))  # (B*h, bq, Nk)
+        scores = scores.view(B, h, q.shape[1], nk)  # (B, h, bq, Nk); columns >= seen are filled below
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
         if self.bias is not None:
@@ -213,7 +215,7 @@ class SiteScores:
             allowed = (rows[:, None] >= torch.arange(nk, device=scores.device)[None, :])[None, None]  # (1, 1, bq, Nk)
             band = slice(min(first + 1, nk), seen)  # keys some rows of the block see and others not
             scores[..., band.stop:].fill_(masked_value)  # keys after the block's last row: masked for every row
-            scores[..., band].masked_fill_(~allowed[..., band], masked_value)  # keys before the band: seen by all
+            scores[..., band].masked_fill_(~allowed[..., band], masked_value)  # keys before the band: every row sees them
         return scores, allowed
 
 
