@@ -73,7 +73,8 @@
     analyses() { return this._json("/v1/analyses"); }
     /** The methods a request schema accepts: the REST API's own list (its OpenAPI document), never a copy in this file. */
     async methodsOf(schema) {
-      const spec = await this._json("/openapi.json");
+      this._spec = this._spec || this._json("/openapi.json").catch((e) => { this._spec = null; throw e; });  // fetched once
+      const spec = await this._spec;
       const p = (((spec.components || {}).schemas || {})[schema] || {}).properties || {};
       let items = (p.methods || {}).items || {};
       if (items.$ref) items = spec.components.schemas[items.$ref.split("/").pop()] || {};
