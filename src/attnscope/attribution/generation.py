@@ -174,10 +174,9 @@ def generation_attribution(lm: LoadedModel, prompt: str, max_new_tokens: int = 8
         meta={"prompt": prompt, "kv_cache": method != "integrated_gradients", "max_new_tokens": max_new_tokens})
 
 
-
 def _ig_seq2seq_step(f, x: torch.Tensor, xb: torch.Tensor, target: int, step: int, n_source: int, ig_steps: int,
-             ig_max_steps: int | None, src_rows: list, rows: list, logits_out: list, checks: list,
-             warnings: list) -> None:
+                     ig_max_steps: int | None, src_rows: list, rows: list, logits_out: list, checks: list,
+                     warnings: list) -> None:
     """One generated token of an encoder-decoder: integrated gradients of its logit over the source and
     target-prefix embeddings x (1, S + i + 1, D) from xb, split into source and target rows, with the
     completeness check (a failed step is named in ``warnings``)."""
@@ -195,6 +194,7 @@ def _ig_seq2seq_step(f, x: torch.Tensor, xb: torch.Tensor, target: int, step: in
                    "relative_error": check.relative_error, "warning": check.warning()})
     if check.warning():
         warnings.append(f"step {step}: {check.warning()}")
+
 
 def _step_out(logits: torch.Tensor) -> tuple[int, tuple[float, float]]:
     t = int(logits.argmax())
